@@ -1,0 +1,114 @@
+"""The official SAM 2 / SAM 2.1 variants as plain Python data.
+
+Names follow Meta's config files (``sam2.1_hiera_t`` ...). A config fully determines the
+module tree, hence the state-dict keys and shapes, so a checkpoint of a variant loads
+strictly into the model built from that variant's config.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Tuple
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """Hiera trunk: width, heads, blocks per stage, where attention is global."""
+
+    embed_dim: int
+    num_heads: int
+    stages: Tuple[int, ...]
+    global_att_blocks: Tuple[int, ...]
+    window_spec: Tuple[int, ...] = (8, 4, 14, 7)
+    window_pos_embed_bkg_spatial_size: Tuple[int, int] = (14, 14)
+
+    @property
+    def channel_list(self):
+        """Output widths of the four stages, deepest first (what the FPN neck consumes)."""
+        return tuple(self.embed_dim * 2 ** i for i in reversed(range(len(self.stages))))
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    """Everything that shapes a SAM 2 model. Defaults are the official values."""
+
+    name: str
+    trunk: TrunkConfig
+    # SAM 2.1 additions: a learned "no object" memory embedding and signed, projected
+    # temporal encodings of object pointers.
+    sam2_1: bool = True
+    image_size: int = 1024
+    backbone_stride: int = 16
+    d_model: int = 256  # neck, prompt encoder, decoder and memory-attention width
+    mem_dim: int = 64  # memory encoder output width
+    fpn_top_down_levels: Tuple[int, ...] = (2, 3)
+    scalp: int = 1
+    # memory attention
+    memory_attention_layers: int = 4
+    memory_attention_heads: int = 1
+    memory_attention_ffn: int = 2048
+    rope_theta: float = 10000.0
+    # memory encoder
+    fuser_layers: int = 2
+    # SAM heads
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    mask_in_chans: int = 16
+    num_multimask_outputs: int = 3
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    # tracking behaviour (SAM2Base options of the official configs)
+    num_maskmem: int = 7
+    max_obj_ptrs_in_encoder: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    binarize_mask_from_pts_for_mem_enc: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_output_for_tracking: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+
+    @property
+    def embedding_size(self):
+        """Side of the lowest-resolution feature map (64 at 1024)."""
+        return self.image_size // self.backbone_stride
+
+    def replace(self, **changes):
+        """A copy with some fields changed (e.g. ``image_size=512``)."""
+        return dataclasses.replace(self, **changes)
+
+
+TRUNKS = {
+    "t": TrunkConfig(96, 1, (1, 2, 7, 2), (5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7)),
+    "s": TrunkConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7)),
+    "b+": TrunkConfig(112, 2, (2, 3, 16, 3), (12, 16, 20)),
+    "l": TrunkConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8)),
+}
+
+VARIANTS = {
+    f"{family}_hiera_{size}": Sam2Config(
+        name=f"{family}_hiera_{size}", trunk=trunk, sam2_1=(family == "sam2.1"))
+    for family in ("sam2.1", "sam2")
+    for size, trunk in TRUNKS.items()
+}
+
+# The file names Meta publishes, for error messages and ``variant="auto"`` hints.
+CHECKPOINT_NAMES = {
+    f"{family}_hiera_{size}": f"{family}_hiera_{long}.pt"
+    for family in ("sam2.1", "sam2")
+    for size, long in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", "large"))
+}
+
+
+def get_config(variant, **overrides):
+    """The config of a named variant, with optional field overrides."""
+    if isinstance(variant, Sam2Config):
+        config = variant
+    else:
+        try:
+            config = VARIANTS[variant]
+        except KeyError:
+            raise ValueError(
+                f"unknown SAM 2 variant {variant!r}; known: {', '.join(VARIANTS)}") from None
+    return config.replace(**overrides) if overrides else config
