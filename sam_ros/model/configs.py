@@ -83,7 +83,8 @@ TRUNKS = {
     "t": TrunkConfig(96, 1, (1, 2, 7, 2), (5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7)),
     "s": TrunkConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7)),
     "b+": TrunkConfig(112, 2, (2, 3, 16, 3), (12, 16, 20)),
-    "l": TrunkConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8)),
+    "l": TrunkConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8),
+                     window_pos_embed_bkg_spatial_size=(7, 7)),
 }
 
 VARIANTS = {

@@ -1,0 +1,113 @@
+"""Reading and writing SAM 2 checkpoints in Meta's format, safely and with clear errors.
+
+An official checkpoint is a pickle holding ``{"model": state_dict}``. It is read with
+``torch.load(..., weights_only=True)``: tensors and plain containers only, so a file that
+would need to run code to load is refused instead of executed.
+"""
+
+import os
+import pickle
+import zipfile
+
+import torch
+
+from .configs import CHECKPOINT_NAMES, VARIANTS
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the cause."""
+
+
+def read_state_dict(path):
+    """The state dict stored in ``path`` (``{"model": sd}`` or a bare state dict)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path}: not a regular file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path}: refused, it holds Python objects that need code to "
+                f"load (only tensors and plain containers are accepted): "
+                f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path}: corrupt pickle ({exc})") from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: truncated or corrupt, torch.load failed: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if isinstance(content, dict) and "model" in content and isinstance(content["model"], dict):
+        content = content["model"]
+    if not isinstance(content, dict) or not content or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
+        raise CheckpointError(
+            f"checkpoint {path}: not a SAM 2 checkpoint, expected {{'model': state_dict}} "
+            f"of named tensors, found {_describe(content)}")
+    return content
+
+
+def _describe(content):
+    if isinstance(content, dict):
+        keys = list(content)[:5]
+        return f"a dict with keys {keys}{' ...' if len(content) > 5 else ''}"
+    return f"a {type(content).__name__}"
+
+
+def detect_variant(state_dict, source="checkpoint"):
+    """The official variant whose module tree has exactly these keys and trunk shape."""
+    pos_embed = state_dict.get("image_encoder.trunk.pos_embed")
+    if pos_embed is None or pos_embed.ndim != 4:
+        raise CheckpointError(
+            f"{source}: not a SAM 2 checkpoint, no 'image_encoder.trunk.pos_embed' tensor")
+    width = pos_embed.shape[1]
+    blocks = 1 + max((int(k.split(".")[3]) for k in state_dict
+                      if k.startswith("image_encoder.trunk.blocks.")), default=-1)
+    sam2_1 = "no_obj_embed_spatial" in state_dict
+    for name, config in VARIANTS.items():
+        if (config.trunk.embed_dim == width and sum(config.trunk.stages) == blocks
+                and config.sam2_1 == sam2_1):
+            return name
+    raise CheckpointError(
+        f"{source}: no official SAM 2 variant has a {blocks}-block Hiera trunk of width "
+        f"{width} ({'SAM 2.1' if sam2_1 else 'SAM 2'} keys); pass the variant explicitly")
+
+
+def load_into(model, state_dict, source="checkpoint"):
+    """Strictly load ``state_dict`` into ``model``, explaining any mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    variant = getattr(getattr(model, "config", None), "name", "this model")
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        hint = ""
+        try:
+            hint = f"; it looks like {detect_variant(state_dict, source)}"
+        except CheckpointError:
+            hint = "; it does not look like any SAM 2 checkpoint"
+        raise CheckpointError(
+            f"{source} does not fit {variant}: {' and '.join(parts)}{hint}")
+    wrong = [(k, tuple(state_dict[k].shape), tuple(v.shape))
+             for k, v in expected.items() if state_dict[k].shape != v.shape]
+    if wrong:
+        shown = "; ".join(f"{k}: file {f} vs model {m}" for k, f, m in wrong[:3])
+        raise CheckpointError(
+            f"{source} does not fit {variant}: {len(wrong)} tensors of the wrong shape ({shown})")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def save_checkpoint(model, path):
+    """Write ``model`` in the official layout, ``{"model": state_dict}``."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"model": state}, os.fspath(path))
+
+
+__all__ = ["CheckpointError", "read_state_dict", "detect_variant", "load_into",
+           "save_checkpoint", "CHECKPOINT_NAMES"]

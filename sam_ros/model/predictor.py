@@ -1,0 +1,120 @@
+"""Interactive image segmentation with the semantics of Meta's ``SAM2ImagePredictor``.
+
+``set_image`` runs the encoder once; every ``predict`` after it only runs the prompt
+encoder and mask decoder, so many prompts on one image are cheap.
+"""
+
+import numpy as np
+import torch
+
+from .common import autocast
+from .prompts import parse_points_and_box
+from .transforms import preprocess, to_model_coords, upscale_logits
+
+# Low-resolution logits handed back for reuse as ``mask_input`` are clamped like the
+# reference's, so that a fed-back mask cannot saturate the prompt encoder.
+LOW_RES_LOGIT_LIMIT = 32.0
+
+
+class SamImagePredictor:
+    """Prompted masks on one image at a time, from a built SAM 2 model.
+
+    ``precision="bfloat16"`` runs encoder and decoder under bfloat16 autocast (the fast
+    path); results are returned as float32 either way.
+    """
+
+    def __init__(self, model, mask_threshold=0.0, precision="float32"):
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self.precision = precision
+        autocast(model.device, precision)  # validates the name early
+        self.reset_image()
+
+    def reset_image(self):
+        """Forget the current image and its embeddings."""
+        self._features = None
+        self._image_hw = None
+
+    @property
+    def is_image_set(self):
+        return self._features is not None
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @torch.inference_mode()
+    def set_image(self, image):
+        """Encode an RGB uint8 H x W x 3 image (any size) and cache its features."""
+        self.reset_image()
+        model_input = preprocess(image, self.model.image_size, self.device)
+        with autocast(self.device, self.precision):
+            features = self.model.encode_image(model_input)
+            features.embed = self.model.without_memory(features.embed)
+        self._features = features
+        self._image_hw = image.shape[:2]
+
+    def get_image_embedding(self):
+        """The cached 1 x C x h x w image embedding (with SAM 2's no-memory term added)."""
+        self._require_image()
+        return self._features.embed
+
+    def _require_image(self):
+        if self._features is None:
+            raise ValueError("no image set: call set_image(image) before predict()")
+
+    def _prompts(self, point_coords, point_labels, box, mask_input):
+        """Validate user prompts; return batched model-space (coords, labels, mask)."""
+        if point_coords is None and box is None and mask_input is None:
+            raise ValueError("empty prompt: give point_coords+point_labels, a box or a mask_input")
+        coords, labels = parse_points_and_box(point_coords, point_labels, box, self._image_hw)
+        if coords is not None:
+            coords = to_model_coords(torch.as_tensor(coords, device=self.device),
+                                     self._image_hw, self.model.image_size)
+            labels = torch.as_tensor(labels, device=self.device)
+        mask = None
+        if mask_input is not None:
+            expected = tuple(self.model.sam_prompt_encoder.mask_input_size)
+            mask = np.asarray(mask_input, dtype=np.float32)
+            mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape) if mask.ndim < 4 else mask
+            if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != expected:
+                raise ValueError(f"mask_input must be 1 x {expected[0]} x {expected[1]} low-resolution "
+                                 f"logits (as returned by predict), got shape {np.shape(mask_input)}")
+            if not np.all(np.isfinite(mask)):
+                raise ValueError("mask_input contains NaN or infinite values")
+            mask = torch.as_tensor(mask, device=self.device)
+        return coords, labels, mask
+
+    @torch.inference_mode()
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                multimask_output=True, return_logits=False):
+        """Masks for a prompt on the current image.
+
+        Coordinates are (x, y) pixels of the image given to ``set_image``; labels are 1 for
+        foreground and 0 for background; ``box`` is [x_min, y_min, x_max, y_max];
+        ``mask_input`` is low-resolution logits from an earlier call. Returns
+        ``(masks C x H x W, iou_scores C, low_res_logits C x h x w)`` as numpy arrays, with a
+        leading batch axis when several prompts were given at once.
+        """
+        self._require_image()
+        coords, labels, mask = self._prompts(point_coords, point_labels, box, mask_input)
+        decoder = self.model.sam_mask_decoder
+        encoder = self.model.sam_prompt_encoder
+        points = None if coords is None else (coords, labels)
+        features = self._features
+        with autocast(self.device, self.precision):
+            sparse, dense = encoder(points=points, boxes=None, masks=mask)
+            batch = sparse.shape[0]
+            low_res, ious, _, _ = decoder(
+                image_embeddings=features.embed, image_pe=encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                multimask_output=multimask_output, repeat_image=batch > 1,
+                high_res_features=features.high_res)
+        masks = upscale_logits(low_res, self._image_hw)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        low_res = low_res.float().clamp(-LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT)
+        out = [masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()]
+        if batch == 1:
+            out = [a[0] for a in out]
+        return tuple(out)

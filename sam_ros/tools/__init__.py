@@ -1,0 +1,1 @@
+"""Command-line tools built on the model and tracker (no ROS needed)."""
