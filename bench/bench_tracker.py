@@ -1,0 +1,89 @@
+"""Per-frame tracking time, one and three objects: our StreamingTracker (float32 and
+bfloat16) against Meta's SAM2VideoPredictor, one run, same random weights, same frames.
+
+    .venv/bin/python bench/bench_tracker.py [--image-size 1024] [--frames 9] [--timed 3]
+
+The first frames fill the memory bank (6 recent memories + the prompt); only the last
+``--timed`` frames, with a full bank, are timed.
+"""
+
+import argparse
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from common import describe_machine
+from oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
+from sam_ros.model import SAM2, get_config
+from sam_ros.tracker import StreamingTracker
+
+
+def prompts(frame, count):
+    h, w = frame.shape[:2]
+    clicks = [(0.45, 0.55), (0.25, 0.3), (0.7, 0.35)]
+    return [(i + 1, dict(points=[[w * x, h * y]], labels=[1])) for i, (x, y) in enumerate(clicks[:count])]
+
+
+def time_ours(model, frames, count, timed, precision):
+    tracker = StreamingTracker(model, precision=precision)
+    tracker.step(frames[0])
+    for obj_id, prompt in prompts(frames[0], count):
+        tracker.add_prompt(obj_id, **prompt)
+    times = []
+    for frame in frames[1:]:
+        start = time.perf_counter()
+        tracker.step(frame)
+        times.append(time.perf_counter() - start)
+    return float(np.mean(times[-timed:]))
+
+
+def time_oracle(oracle, frames, count, timed, image_size):
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pathlib
+        state = oracle_video_state(oracle, frames, image_size, pathlib.Path(folder))
+        for obj_id, prompt in prompts(frames[0], count):
+            oracle.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, **prompt)
+        times, last = [], time.perf_counter()
+        for frame_idx, _, _ in oracle.propagate_in_video(state):
+            now = time.perf_counter()
+            if frame_idx:
+                times.append(now - last)
+            last = time.perf_counter()
+    return float(np.mean(times[-timed:]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="sam2.1_hiera_t")
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--frames", type=int, default=9)
+    parser.add_argument("--timed", type=int, default=3)
+    parser.add_argument("--skip-oracle", action="store_true")
+    args = parser.parse_args()
+    oracle = build_oracle(args.variant, image_size=args.image_size, video=True)
+    model = copy_weights(oracle, SAM2(get_config(args.variant, image_size=args.image_size)))
+    frames = read_video_frames(VIDEOS[0], count=args.frames, start=100)
+    print(f"{args.variant} at {args.image_size}, {frames[0].shape[1]}x{frames[0].shape[0]} "
+          f"real frames, mean of the last {args.timed} of {args.frames - 1} tracked frames, "
+          f"{describe_machine('cpu')}")
+    print(f"{'objects':<9}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}{'bf16 x':>9}")
+    rows = {}
+    with torch.inference_mode():
+        for count in (1, 3):
+            ref = float("nan") if args.skip_oracle else time_oracle(
+                oracle, frames, count, args.timed, args.image_size)
+            f32 = time_ours(model, frames, count, args.timed, "float32")
+            bf16 = time_ours(model, frames, count, args.timed, "bfloat16")
+            rows[count] = (ref, f32, bf16)
+            print(f"{count:<9}{ref:>11.3f}{f32:>11.3f}{bf16:>11.3f}{ref / f32:>9.2f}{ref / bf16:>9.2f}")
+    print("(seconds per frame; x = reference / ours, above 1 means ours is faster)")
+    for i, name in ((0, "reference"), (1, "ours fp32"), (2, "ours bf16")):
+        print(f"three objects / one object, {name}: {rows[3][i] / rows[1][i]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

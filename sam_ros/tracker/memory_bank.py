@@ -1,0 +1,95 @@
+"""Per-object memory of the streaming tracker, bounded by what SAM 2 can still read.
+
+SAM 2 conditions frame t of an object on: all of its conditioning (prompted) frames, the
+non-conditioning memories of frames t-1 .. t-(num_maskmem-1), and the object pointers of
+its conditioning frames and of frames t-1 .. t-(max_obj_ptrs-1). Anything older is never
+read again, so it is dropped; only a prompt on a recent past frame (the ring) reaches
+further back, and the bank keeps exactly that much more.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+
+@dataclass
+class MemoryEntry:
+    """What one object left on one frame."""
+
+    obj_ptr: torch.Tensor  # 1 x C
+    score: torch.Tensor  # 1 x 1 object-score logit
+    low_res: Optional[torch.Tensor]  # 1 x 1 x 4h x 4w chosen mask logits (ring frames only)
+    iou: float
+    features: Optional[torch.Tensor] = None  # 1 x mem_dim x h x w, None until encoded
+    # prompt frames only: the prompt, kept so that a further click refines it
+    points: Optional[torch.Tensor] = None  # 1 x P x 2, model-input pixels
+    labels: Optional[torch.Tensor] = None  # 1 x P
+    initial: bool = False  # decoded without memory (the object's first prompt there)
+    from_prompt: bool = False  # memory binarises the mask, as SAM 2 does for clicks
+
+    @property
+    def pending(self):
+        """A prompt frame whose memory is encoded lazily, once no more clicks can
+        change it (when the stream moves on or catches up)."""
+        return self.features is None and self.from_prompt
+
+
+@dataclass
+class ObjectMemory:
+    """Conditioning frames and recent frames of one tracked object."""
+
+    obj_id: int
+    cond: Dict[int, MemoryEntry] = field(default_factory=dict)
+    recent: Dict[int, MemoryEntry] = field(default_factory=dict)
+
+    def entry(self, frame):
+        return self.cond.get(frame) or self.recent.get(frame)
+
+    def select(self, frame, num_maskmem, max_obj_ptrs):
+        """SAM 2's memory selection for decoding ``frame`` (tracking forwards).
+
+        Returns ``(spatial, pointers)``: ``[(entry, slot)]`` with slot 0 for conditioning
+        frames and ``num_maskmem - k`` for frame - k; ``[(entry, offset)]`` of pointers.
+        The entry on ``frame`` itself is never its own memory.
+        """
+        spatial = [(e, 0) for t, e in self.cond.items() if t != frame]
+        for k in range(num_maskmem - 1, 0, -1):
+            e = self.recent.get(frame - k)
+            if e is not None and e.features is not None:
+                spatial.append((e, num_maskmem - k))
+        pointers = [(e, frame - t) for t, e in self.cond.items() if t < frame]
+        for k in range(1, max_obj_ptrs):
+            e = self.recent.get(frame - k)
+            if e is not None:
+                pointers.append((e, k))
+        return spatial, pointers
+
+    def set_prompt_entry(self, frame, entry):
+        """A prompted frame becomes a conditioning frame (replacing what tracking left)."""
+        self.recent.pop(frame, None)
+        self.cond[frame] = entry
+
+    def prune(self, oldest_ring_frame, num_maskmem, max_obj_ptrs, max_cond_frames):
+        """Drop what no future decode can read: the earliest frame that can still be
+        decoded again is the oldest frame of the ring."""
+        keep_features_from = oldest_ring_frame - (num_maskmem - 1)
+        keep_pointer_from = oldest_ring_frame - (max_obj_ptrs - 1)
+        for t in list(self.recent):
+            if t < keep_pointer_from:
+                del self.recent[t]
+            else:
+                entry = self.recent[t]
+                if t < keep_features_from:
+                    entry.features = None
+                if t < oldest_ring_frame:
+                    entry.low_res = None
+        for t, entry in self.cond.items():
+            if t < oldest_ring_frame:
+                entry.low_res = entry.points = entry.labels = None
+        if max_cond_frames and len(self.cond) > max_cond_frames:
+            # Keep the first prompt (what the user meant the object to be) and the
+            # most recent ones (how it looks now).
+            frames = sorted(self.cond)
+            for t in frames[1:len(frames) - max_cond_frames + 1]:
+                del self.cond[t]

@@ -1,0 +1,161 @@
+"""Behaviour of the streaming tracker on real footage: objects added mid-stream, removal,
+reset, prompts on past frames, bad prompts, bounded memory. Random weights, small
+image_size: these tests check the bookkeeping; parity with the reference is checked in
+test_tracker_parity.py."""
+
+import numpy as np
+import pytest
+import torch
+
+from oracle import VIDEOS, randomize_, read_video_frames
+from sam_ros.model import SAM2, get_config
+from sam_ros.tracker import StreamingTracker
+
+IMAGE_SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize_(SAM2(get_config("sam2.1_hiera_t", image_size=IMAGE_SIZE)), seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return read_video_frames(VIDEOS[2], count=30, start=0)
+
+
+def click(frame, x=0.5, y=0.5):
+    h, w = frame.shape[:2]
+    return dict(points=[[w * x, h * y]], labels=[1])
+
+
+def run(model, frames, script, **options):
+    """Feed frames; ``script[i]`` is a list of calls made after frame i."""
+    tracker = StreamingTracker(model, **options)
+    history = []
+    for i, frame in enumerate(frames):
+        history.append(tracker.step(frame))
+        for call in script.get(i, []):
+            call(tracker)
+    return tracker, history
+
+
+def test_objects_added_later_do_not_disturb_the_others(model, frames):
+    clip = frames[:10]
+    alone_script = {0: [lambda t: t.add_prompt(1, **click(clip[0]))]}
+    both_script = dict(alone_script)
+    both_script[4] = [lambda t: t.add_prompt(7, box=[100, 80, 500, 400])]
+    _, alone = run(model, clip, alone_script)
+    tracker, both = run(model, clip, both_script)
+    assert tracker.object_ids == [1, 7]
+    for i in range(1, 10):
+        assert set(both[i]) == ({1} if i <= 4 else {1, 7})
+        err = np.abs(both[i][1].logits - alone[i][1].logits).max()
+        assert err <= 1e-4, f"frame {i}: object 1 changed by {err}"
+    result = both[9][7]
+    assert result.mask.shape == clip[0].shape[:2] and result.mask.dtype == bool
+    assert result.logits.dtype == np.float32 and result.frame == 9
+    assert result.visible == (result.score > 0)
+    assert np.array_equal(result.mask, result.logits > 0)
+
+
+def test_prompt_on_a_past_frame_catches_up_exactly(model, frames):
+    clip = frames[:8]
+    prompted = []
+    _, live = run(model, clip, {3: [lambda t: prompted.append(
+        t.add_prompt(2, **click(clip[3], 0.4, 0.6)))]})
+    late, _ = run(model, clip[:6], {})
+    answer = late.add_prompt(2, **click(clip[3], 0.4, 0.6), frame=3)
+    assert answer.frame == 3
+    assert np.abs(answer.logits - prompted[0].logits).max() <= 1e-5
+    assert np.abs(late.result(2).logits - live[5][2].logits).max() <= 1e-5
+    for i in (6, 7):
+        assert np.abs(late.step(clip[i])[2].logits - live[i][2].logits).max() <= 1e-5
+
+
+def test_stamps_name_ring_frames_and_old_frames_are_refused(model, frames):
+    tracker = StreamingTracker(model, ring_size=3)
+    for i, frame in enumerate(frames[:6]):
+        tracker.step(frame, stamp=1000 + i)
+    assert tracker.ring_frames == [3, 4, 5]
+    assert tracker.frame_for_stamp(1004) == 4
+    with pytest.raises(ValueError, match="no frame with stamp 1001"):
+        tracker.frame_for_stamp(1001)
+    with pytest.raises(ValueError, match="frame 1 has left the ring.*frames 3..5"):
+        tracker.add_prompt(1, **click(frames[0]), frame=1)
+    assert tracker.add_prompt(1, **click(frames[0]), frame=4).stamp == 1004
+
+
+def test_refine_remove_reset(model, frames):
+    tracker = StreamingTracker(model)
+    with pytest.raises(ValueError, match="no frame yet"):
+        tracker.add_prompt(1, **click(frames[0]))
+    tracker.step(frames[0])
+    first = tracker.add_prompt(1, **click(frames[0]))
+    refined = tracker.add_prompt(1, points=[[100, 100]], labels=[0])
+    assert refined.frame == first.frame and not np.array_equal(refined.logits, first.logits)
+    tracker.add_prompt(2, **click(frames[0], 0.2, 0.2))
+    assert set(tracker.step(frames[1])) == {1, 2}
+    tracker.remove(1)
+    assert set(tracker.step(frames[2])) == {2}
+    with pytest.raises(ValueError, match="unknown object id 1"):
+        tracker.remove(1)
+    tracker.reset()
+    assert tracker.step(frames[3]) == {}
+    assert tracker.add_prompt(5, **click(frames[3])).obj_id == 5
+
+
+def test_bad_prompts_raise_clear_errors(model, frames):
+    tracker = StreamingTracker(model)
+    tracker.step(frames[0])
+    h, w = frames[0].shape[:2]
+    cases = [
+        (dict(points=[[np.nan, 1]], labels=[1]), "NaN"),
+        (dict(points=[[1, 1], [2, 2]], labels=[1]), "2 points"),
+        (dict(points=[[w + 5, 1]], labels=[1]), "outside"),
+        (dict(points=[[1, 1]], labels=[3]), "1 \\(foreground\\) or 0"),
+        (dict(), "empty prompt"),
+        (dict(box=[5, 5, 1, 1]), "x_min <= x_max"),
+        (dict(box=[[0, 0, 5, 5], [1, 1, 9, 9]]), "one object per prompt"),
+        (dict(mask=np.zeros((4, 4), bool)), "mask must be H x W"),
+        (dict(mask=np.zeros((h, w), bool)), "mask is empty"),
+        (dict(points=[[1, 1]], labels=[1], mask=np.ones((h, w), bool)), "not both"),
+        (dict(points=[[1, 1]], labels=[1], frame=99), "not a frame of the stream"),
+    ]
+    for prompt, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tracker.add_prompt(1, **prompt)
+    with pytest.raises(ValueError, match="obj_id must be an integer"):
+        tracker.add_prompt("a", **click(frames[0]))
+    assert tracker.object_ids == []
+    # the tracker still works after the errors
+    assert tracker.add_prompt(1, **click(frames[0])).frame == 0
+
+
+def test_mask_prompt_is_taken_as_the_answer(model, frames):
+    tracker = StreamingTracker(model)
+    tracker.step(frames[0])
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[h // 4: h // 2, w // 4: w // 2] = True
+    result = tracker.add_prompt(3, mask=mask)
+    assert result.visible and result.score == pytest.approx(10.0)
+    assert (result.mask == mask).mean() > 0.97
+
+
+def test_memory_stays_bounded(model, frames):
+    tracker = StreamingTracker(model, ring_size=4, max_cond_frames=3)
+    tracker.step(frames[0])
+    tracker.add_prompt(1, **click(frames[0]))
+    for i in range(1, 30):
+        tracker.step(frames[i])
+        if i % 5 == 0:
+            tracker.add_prompt(1, **click(frames[i], 0.3 + 0.02 * i, 0.5))
+    memory = tracker._objects[1]
+    cfg = model.config
+    assert sorted(memory.cond) == [0, 20, 25]  # the first prompt and the latest ones
+    with_features = [t for t, e in memory.recent.items() if e.features is not None]
+    assert len(memory.recent) <= cfg.max_obj_ptrs_in_encoder - 1 + 4
+    assert min(with_features) >= 29 - 3 - (cfg.num_maskmem - 1)
+    assert all(e.low_res is None for t, e in memory.recent.items() if t < 26)
+    assert len(tracker._ring) == 4
