@@ -1,6 +1,5 @@
 """Checkpoints in Meta's format: round trip, variant detection, and clear errors."""
 
-import collections
 import os
 
 import pytest
@@ -51,9 +50,14 @@ def test_truncated_file(tiny_checkpoint, tmp_path):
         build_sam2("auto", checkpoint=garbage)
 
 
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("this would run at load time",))
+
+
 def test_pickle_that_needs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"model": collections.Counter(a=1)}, path)
+    torch.save({"model": RunsCodeWhenUnpickled()}, path)
     with pytest.raises(CheckpointError, match="evil.pt: refused.*need code"):
         build_sam2("auto", checkpoint=path)
 

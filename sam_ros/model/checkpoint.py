@@ -28,16 +28,17 @@ def read_state_dict(path):
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        detail = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if detail:
             raise CheckpointError(
                 f"checkpoint {path}: refused, it holds Python objects that need code to "
-                f"load (only tensors and plain containers are accepted): "
-                f"{str(exc).splitlines()[0]}") from None
-        raise CheckpointError(f"checkpoint {path}: corrupt pickle ({exc})") from None
+                f"load (only tensors and plain containers are accepted): {detail[0]}") from None
+        raise CheckpointError(f"checkpoint {path}: truncated or corrupt, not a readable "
+                              f"pickle ({_last_line(exc)})") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
         raise CheckpointError(
             f"checkpoint {path}: truncated or corrupt, torch.load failed: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            f"{type(exc).__name__}: {_last_line(exc)}") from None
     if isinstance(content, dict) and "model" in content and isinstance(content["model"], dict):
         content = content["model"]
     if not isinstance(content, dict) or not content or not all(
@@ -46,6 +47,11 @@ def read_state_dict(path):
             f"checkpoint {path}: not a SAM 2 checkpoint, expected {{'model': state_dict}} "
             f"of named tensors, found {_describe(content)}")
     return content
+
+
+def _last_line(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _describe(content):
