@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# The test command: set up (idempotent) and run the whole test suite.
+# The test command: set up (idempotent), build the ROS 2 package (PyPI ROS 2 wheels, colcon,
+# into ros_ws/), and run the whole test suite against the BUILT package: the workspace is
+# sourced and Python runs with -P, so the source tree (the current directory) is not on
+# sys.path and `sam_ros` (our code + the generated sam_ros.msg/srv) comes from ros_ws/install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-exec .venv/bin/python -m pytest test "$@"
+bash tools/setup_ros.sh
+# shellcheck disable=SC1091
+source tools/ros_env.sh
+export SAM_ROS_REQUIRE_ROS=1
+exec python -P -m pytest test "$@"

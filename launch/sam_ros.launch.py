@@ -1,0 +1,67 @@
+"""Launch the sam_ros lifecycle node.
+
+    ros2 launch sam_ros sam_ros.launch.py image:=/camera/color/image_raw \
+        checkpoint:=/path/sam2.1_hiera_small.pt device:=cuda
+
+Arguments: image (camera topic: remapped onto the node's `image`, and `<image>/compressed`
+onto `image/compressed`), params_file (default: the installed config/sam_ros.yaml),
+checkpoint and device (when given, they override the file), auto_start (default true:
+configure and activate the node at start; false leaves it unconfigured for a lifecycle
+manager).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction,
+                            RegisterEventHandler)
+from launch.events import matches_action
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
+
+
+def _setup(context):
+    arg = lambda name: context.launch_configurations[name]  # noqa: E731
+    image = arg("image")
+    parameters = [arg("params_file")]
+    overrides = {k: arg(k) for k in ("checkpoint", "device") if arg(k)}
+    if overrides:
+        parameters.append(overrides)
+    node = LifecycleNode(
+        package="sam_ros", executable="sam_ros_node", name="sam_ros", namespace="",
+        output="screen", parameters=parameters,
+        remappings=[("image", image), ("image/compressed", image + "/compressed")])
+    actions = [node]
+    if arg("auto_start").lower() in ("true", "1", "yes"):
+        actions += [
+            RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, goal_state="inactive",
+                entities=[EmitEvent(event=ChangeState(
+                    lifecycle_node_matcher=matches_action(node),
+                    transition_id=Transition.TRANSITION_ACTIVATE))])),
+            EmitEvent(event=ChangeState(
+                lifecycle_node_matcher=matches_action(node),
+                transition_id=Transition.TRANSITION_CONFIGURE)),
+        ]
+    return actions
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("sam_ros"), "config",
+                                  "sam_ros.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("image", default_value="/camera/image_raw",
+                              description="camera topic (sensor_msgs/Image)"),
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="parameter file"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="SAM 2 checkpoint path (overrides the file)"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cpu or cuda (overrides the file)"),
+        DeclareLaunchArgument("auto_start", default_value="true",
+                              description="configure and activate the node at start"),
+        OpaqueFunction(function=_setup),
+    ])
