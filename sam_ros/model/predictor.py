@@ -19,8 +19,9 @@ LOW_RES_LOGIT_LIMIT = 32.0
 class SamImagePredictor:
     """Prompted masks on one image at a time, from a built SAM 2 model.
 
-    ``precision="bfloat16"`` runs encoder and decoder under bfloat16 autocast (the fast
-    path); results are returned as float32 either way.
+    ``precision="bfloat16"`` runs the image encoder under bfloat16 autocast (the fast
+    path). The prompt encoder and mask decoder always run in float32: they are a small
+    share of the work, and on CPUs without AMX bfloat16 made them slower (casts dominate).
     """
 
     def __init__(self, model, mask_threshold=0.0, precision="float32"):
@@ -49,8 +50,8 @@ class SamImagePredictor:
         self.reset_image()
         model_input = preprocess(image, self.model.image_size, self.device)
         with autocast(self.device, self.precision):
-            features = self.model.encode_image(model_input)
-            features.embed = self.model.without_memory(features.embed)
+            features = self.model.encode_image(model_input).float()
+        features.embed = self.model.without_memory(features.embed)
         self._features = features
         self._image_hw = image.shape[:2]
 
@@ -102,14 +103,13 @@ class SamImagePredictor:
         encoder = self.model.sam_prompt_encoder
         points = None if coords is None else (coords, labels)
         features = self._features
-        with autocast(self.device, self.precision):
-            sparse, dense = encoder(points=points, boxes=None, masks=mask)
-            batch = sparse.shape[0]
-            low_res, ious, _, _ = decoder(
-                image_embeddings=features.embed, image_pe=encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=multimask_output, repeat_image=batch > 1,
-                high_res_features=features.high_res)
+        sparse, dense = encoder(points=points, boxes=None, masks=mask)
+        batch = sparse.shape[0]
+        low_res, ious, _, _ = decoder(
+            image_embeddings=features.embed, image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            multimask_output=multimask_output, repeat_image=batch > 1,
+            high_res_features=features.high_res)
         masks = upscale_logits(low_res, self._image_hw)
         if not return_logits:
             masks = masks > self.mask_threshold

@@ -35,6 +35,10 @@ class ImageFeatures:
     pos: torch.Tensor  # B x C x h x w, sine encoding of ``embed``'s grid
     high_res: List[torch.Tensor]  # [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w], decoder-ready
 
+    def float(self):
+        """The same features in float32 (after a bfloat16 encoder pass), for the heads."""
+        return ImageFeatures(self.embed.float(), self.pos.float(), [h.float() for h in self.high_res])
+
 
 @dataclass
 class MaskPrediction:

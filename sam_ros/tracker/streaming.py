@@ -54,7 +54,8 @@ class StreamingTracker:
     """Track any number of objects over an unbounded stream of RGB frames.
 
     Options:
-      precision: "float32" (default) or "bfloat16" (autocast, the fast path).
+      precision: "float32" (default) or "bfloat16": autocast for the image encoder, memory
+        attention and memory encoder (the fast path); the SAM heads stay float32.
       ring_size: how many recent frames keep their encodings for prompts on past frames
         (default 8; 1 = only the latest frame). Each costs one frame's features
         (about 16 MB at image_size 1024 in float32).
@@ -115,7 +116,7 @@ class StreamingTracker:
         """Consume the next frame; return every tracked object's result on it."""
         x = preprocess(image, self.model.image_size, self.model.device)
         with autocast(self.model.device, self.precision):
-            features = self.model.encode_image(x)
+            features = self.model.encode_image(x).float()
         frame = _Frame(self._next_frame, stamp, tuple(image.shape[:2]), features)
         self._next_frame += 1
         self._ring.append(frame)
@@ -230,22 +231,21 @@ class StreamingTracker:
                 if keep_clicks and not replaces_points:
                     coords = torch.cat([previous.points, coords], dim=1)
                     labels = torch.cat([previous.labels, labels], dim=1)
-        with autocast(model.device, self.precision):
-            if mask is not None:
-                mask = mask.to(model.device)[None, None].float()
-                if mask.shape[-2:] != (model.image_size, model.image_size):
-                    mask = F.interpolate(mask, size=(model.image_size,) * 2, mode="bilinear",
-                                         align_corners=False, antialias=True)
-                    mask = (mask >= 0.5).float()
-                out = model.mask_as_prediction(feats.embed, feats.high_res, mask)
+        if mask is not None:
+            mask = mask.to(model.device)[None, None].float()
+            if mask.shape[-2:] != (model.image_size, model.image_size):
+                mask = F.interpolate(mask, size=(model.image_size,) * 2, mode="bilinear",
+                                     align_corners=False, antialias=True)
+                mask = (mask >= 0.5).float()
+            out = model.mask_as_prediction(feats.embed, feats.high_res, mask)
+        else:
+            if initial:
+                pix = model.without_memory(feats.embed)
             else:
-                if initial:
-                    pix = model.without_memory(feats.embed)
-                else:
-                    pix = self._attend([obj], frame)
-                multimask = model.use_multimask(initial, labels.shape[1])
-                out = model.predict_masks(pix, feats.high_res, coords, labels,
-                                          mask_input=prev_logits, multimask=multimask)
+                pix = self._attend([obj], frame)
+            multimask = model.use_multimask(initial, labels.shape[1])
+            out = model.predict_masks(pix, feats.high_res, coords, labels,
+                                      mask_input=prev_logits, multimask=multimask)
         return MemoryEntry(
             obj_ptr=out.obj_ptr.float(), score=out.object_score_logits.float(),
             low_res=out.low_res_masks.float(), iou=float(_chosen_iou(out)[0]),
@@ -272,7 +272,9 @@ class StreamingTracker:
         b = len(objects)
         embed = frame.features.embed.expand(b, -1, -1, -1)
         pos = frame.features.pos.expand(b, -1, -1, -1)
-        return model.attend_memory(embed, pos, memory, memory_pos, num_ptr)
+        with autocast(model.device, self.precision):
+            out = model.attend_memory(embed, pos, memory, memory_pos, num_ptr)
+        return out.float()
 
     def _track(self, frame, objects):
         """Decode ``frame`` for tracked objects from their memories, batched by layout."""
@@ -286,10 +288,10 @@ class StreamingTracker:
         feats = frame.features
         for group in groups.values():
             b = len(group)
+            pix = self._attend(group, frame)
+            high_res = [h.expand(b, -1, -1, -1) for h in feats.high_res]
+            out = model.predict_masks(pix, high_res, multimask=model.use_multimask(False, 0))
             with autocast(model.device, self.precision):
-                pix = self._attend(group, frame)
-                high_res = [h.expand(b, -1, -1, -1) for h in feats.high_res]
-                out = model.predict_masks(pix, high_res, multimask=model.use_multimask(False, 0))
                 memory, _ = model.encode_memory(feats.embed.expand(b, -1, -1, -1),
                                                 out.high_res_masks,
                                                 out.object_score_logits, binarize=False)
