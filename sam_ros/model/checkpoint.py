@@ -11,7 +11,7 @@ import zipfile
 
 import torch
 
-from .configs import CHECKPOINT_NAMES, VARIANTS
+from .configs import VARIANTS
 
 
 class CheckpointError(RuntimeError):
@@ -116,4 +116,4 @@ def save_checkpoint(model, path):
 
 
 __all__ = ["CheckpointError", "read_state_dict", "detect_variant", "load_into",
-           "save_checkpoint", "CHECKPOINT_NAMES"]
+           "save_checkpoint"]

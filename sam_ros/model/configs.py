@@ -94,14 +94,6 @@ VARIANTS = {
     for size, trunk in TRUNKS.items()
 }
 
-# The file names Meta publishes, for error messages and ``variant="auto"`` hints.
-CHECKPOINT_NAMES = {
-    f"{family}_hiera_{size}": f"{family}_hiera_{long}.pt"
-    for family in ("sam2.1", "sam2")
-    for size, long in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"), ("l", "large"))
-}
-
-
 def get_config(variant, **overrides):
     """The config of a named variant, with optional field overrides."""
     if isinstance(variant, Sam2Config):

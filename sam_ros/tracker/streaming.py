@@ -206,12 +206,6 @@ class StreamingTracker:
         raise ValueError(f"frame {frame!r} is not a frame of the stream "
                          f"(frames {oldest}..{newest} can be prompted)")
 
-    def _frame(self, index):
-        for f in self._ring:
-            if f.index == index:
-                return f
-        raise RuntimeError(f"frame {index} is no longer in the ring")
-
     def _decode_prompt(self, obj, frame, coords, labels, mask, replaces_points):
         """Decode a prompt on ``frame`` for one object (batch of one)."""
         model = self.model
@@ -313,7 +307,7 @@ class StreamingTracker:
                     by_frame[t].append(entry)
         model = self.model
         for t, entries in by_frame.items():
-            feats = self._frame(t).features
+            feats = self._ring_frame(t).features
             low_res = torch.cat([e.low_res for e in entries])
             high_res = F.interpolate(low_res, size=(model.image_size,) * 2, mode="bilinear",
                                      align_corners=False)
