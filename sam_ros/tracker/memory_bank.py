@@ -93,3 +93,26 @@ class ObjectMemory:
             frames = sorted(self.cond)
             for t in frames[1:len(frames) - max_cond_frames + 1]:
                 del self.cond[t]
+
+
+def memory_tokens(model, picks):
+    """SAM 2's memory tokens for a group of objects that share a memory layout.
+
+    ``picks``: one ``ObjectMemory.select`` result per object, in batch order; an entry's
+    tensors may hold several rows (the training loop keeps a batch of clips in one bank).
+    Returns ``model.assemble_memory``'s ``(memory, memory_pos, num_ptr_tokens)``.
+    """
+    device = model.device
+    spatial = []
+    for column in zip(*(s for s, _ in picks)):
+        features = torch.cat([e.features for e, _ in column]).to(device).float()
+        slots = torch.cat([torch.full((len(e.features),), slot, device=device)
+                           for e, slot in column])
+        spatial.append((features, slots))
+    pointers = offsets = None
+    if picks[0][1]:
+        columns = list(zip(*(p for _, p in picks)))
+        pointers = torch.stack([torch.cat([e.obj_ptr for e, _ in c]) for c in columns])
+        offsets = torch.stack([torch.cat([torch.full((len(e.obj_ptr),), off, device=device)
+                                          for e, off in c]) for c in columns])
+    return model.assemble_memory(spatial, pointers, offsets)

@@ -13,7 +13,7 @@ frames), so that its masks match the reference's.
 
 import collections
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..model.common import autocast
 from ..model.prompts import parse_mask, parse_points_and_box
 from ..model.transforms import preprocess, to_model_coords, upscale_logits
-from .memory_bank import MemoryEntry, ObjectMemory
+from .memory_bank import MemoryEntry, ObjectMemory, memory_tokens
 
 # Clamp of a previous prediction fed back as a mask prompt (as in the reference).
 PREV_LOGIT_LIMIT = 32.0
@@ -251,18 +251,7 @@ class StreamingTracker:
         """Memory attention for objects that share a memory layout, on one frame."""
         model = self.model
         picks = [o.select(frame.index, self.num_maskmem, self.max_obj_ptrs) for o in objects]
-        device = model.device
-        spatial = []
-        for column in zip(*(s for s, _ in picks)):
-            features = torch.cat([e.features for e, _ in column]).to(device).float()
-            slots = torch.tensor([slot for _, slot in column], device=device)
-            spatial.append((features, slots))
-        pointers = offsets = None
-        if picks[0][1]:
-            pointers = torch.stack([torch.cat([e.obj_ptr for e, _ in p]) for _, p in picks], 1)
-            offsets = torch.tensor([[off for _, off in p] for _, p in picks],
-                                   device=device).T
-        memory, memory_pos, num_ptr = model.assemble_memory(spatial, pointers, offsets)
+        memory, memory_pos, num_ptr = memory_tokens(model, picks)
         b = len(objects)
         embed = frame.features.embed.expand(b, -1, -1, -1)
         pos = frame.features.pos.expand(b, -1, -1, -1)
