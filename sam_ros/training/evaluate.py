@@ -1,0 +1,385 @@
+"""Score a SAM 2 model on held-out generated videos in the DAVIS measures (J, F, J&F).
+
+Every held-out clip (``synthetic.test_seed``, never used in training) hides one
+target completely for a few frames mid-clip. Each target fully visible on the first frame
+gets one positive click at its most interior pixel there and is then segmented on every
+later frame in two ways: by the streaming tracker ("memory on"), and by the image
+predictor re-prompted on each frame with that same first-frame click ("memory off"), the
+baseline that shows what the memory is worth. Scores are also given on the frames right
+after an occlusion, where memory matters most, and for the tracker on whether it says
+a target is visible.
+
+    python -m sam_ros.training.evaluate                 # bundled model, 20 videos x 40 frames
+    python -m sam_ros.training.evaluate --compare       # faster paths vs float32
+    python -m sam_ros.training.evaluate --json scores.json
+
+The result is a Markdown table on stdout, ready for a model card.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from ..model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
+from ..model.common import autocast
+from ..model.transforms import preprocess
+from ..tracker import StreamingTracker
+from .metrics import contour_accuracy, region_similarity
+from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGenerator,
+                        find_photos, test_seed)
+
+# A target is prompted when at least this much of it shows on the first frame.
+FULLY_VISIBLE = 0.9
+# How many frames from a target's reappearance count as "right after an occlusion".
+AFTER_OCCLUSION_FRAMES = 5
+# Reduced input sizes tried by --compare.
+COMPARE_IMAGE_SIZES = (192, 128)
+
+
+# ------------------------------------------------------------------ one clip
+
+@dataclass
+class ClipPrediction:
+    """A model's masks for the prompted targets of one clip."""
+
+    targets: list  # the clip's target indices that were prompted, in column order
+    masks: np.ndarray  # T x len(targets) x H x W bool
+    visible: Optional[np.ndarray]  # T x len(targets) bool; None for the image predictor
+    seconds: float  # time spent in the model
+
+
+@dataclass
+class ClipScores:
+    """Per frame and prompted target, frames 1.. (the prompted frame 0 is left out)."""
+
+    J: np.ndarray  # (T-1) x K region similarity
+    F: np.ndarray  # (T-1) x K contour accuracy
+    after_occlusion: np.ndarray  # (T-1) x K bool: within the frames after a reappearance
+    hidden: np.ndarray  # (T-1) x K bool: target fully hidden
+    visible_correct: Optional[np.ndarray]  # (T-1) x K bool; None without a visibility output
+
+
+def interior_point(mask):
+    """``[x, y]`` of the mask pixel farthest from its boundary (the image edge counts as
+    boundary): the click a person would give, and deterministic."""
+    padded = np.pad(np.asarray(mask, np.uint8), 1)
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(distance), distance.shape)
+    return [int(x), int(y)]
+
+
+def first_frame_clicks(clip):
+    """The targets to prompt (fully visible on frame 0) and one click on each."""
+    targets = [int(k) for k in np.flatnonzero(clip.visibility[0] >= FULLY_VISIBLE)]
+    return targets, [interior_point(clip.masks[0, k]) for k in targets]
+
+
+def track_clip_with_memory(model, clip, precision="float32"):
+    """Memory on: one tracker over the clip, every target clicked on frame 0."""
+    targets, clicks = first_frame_clicks(clip)
+    start = time.perf_counter()
+    tracker = StreamingTracker(model, precision=precision)
+    tracker.step(clip.frames[0])
+    rows = [[tracker.add_prompt(i, points=[click], labels=[1]) for i, click in enumerate(clicks)]]
+    for frame in clip.frames[1:]:
+        results = tracker.step(frame)
+        rows.append([results[i] for i in range(len(targets))])
+    seconds = time.perf_counter() - start
+    return ClipPrediction(targets, np.array([[r.mask for r in row] for row in rows], bool),
+                          np.array([[r.visible for r in row] for row in rows], bool), seconds)
+
+
+def segment_clip_without_memory(model, clip, precision="float32"):
+    """Memory off: every frame segmented on its own from the first frame's clicks, taking
+    the best-scoring of the multimask candidates."""
+    targets, clicks = first_frame_clicks(clip)
+    coords = np.array(clicks, np.float32).reshape(len(targets), 1, 2)
+    labels = np.ones((len(targets), 1), np.int32)
+    rows = np.arange(len(targets))
+    masks = []
+    start = time.perf_counter()
+    predictor = SamImagePredictor(model, precision=precision)
+    for frame in clip.frames:
+        predictor.set_image(frame)
+        candidates, scores, _ = predictor.predict(point_coords=coords, point_labels=labels,
+                                                  multimask_output=True)
+        # one prompt comes back without its batch axis
+        candidates = candidates.reshape(len(targets), -1, *frame.shape[:2])
+        masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
+    seconds = time.perf_counter() - start
+    return ClipPrediction(targets, np.array(masks, bool), None, seconds)
+
+
+def frames_after_occlusion(visibility, count=AFTER_OCCLUSION_FRAMES):
+    """T x K bool: the ``count`` frames from each frame where a target shows again after
+    being fully hidden on the frame before."""
+    shown = visibility > 0
+    after = np.zeros_like(shown)
+    for t, k in zip(*np.nonzero(shown[1:] & ~shown[:-1])):
+        after[t + 1:t + 1 + count, k] = True
+    return after
+
+
+def score_clip(clip, prediction):
+    """J and F of every prompted target on every frame but the prompted one. Where the
+    target is absent, both are 1 for an empty prediction and 0 otherwise (DAVIS)."""
+    gt = clip.masks[:, prediction.targets]
+    frames, objects = gt.shape[:2]
+    J = np.ones((frames - 1, objects))
+    F = np.ones((frames - 1, objects))
+    for t in range(1, frames):
+        for i in range(objects):
+            pred, truth = prediction.masks[t, i], gt[t, i]
+            if truth.any():
+                J[t - 1, i] = region_similarity(pred, truth)
+                F[t - 1, i] = contour_accuracy(pred, truth)
+            elif pred.any():
+                J[t - 1, i] = F[t - 1, i] = 0.0
+    visibility = clip.visibility[:, prediction.targets]
+    hidden = visibility[1:] == 0
+    correct = None
+    if prediction.visible is not None:
+        correct = prediction.visible[1:] == ~hidden
+    return ClipScores(J, F, frames_after_occlusion(visibility)[1:], hidden, correct)
+
+
+# ------------------------------------------------------------------ many clips
+
+def _mean(values):
+    return float(np.mean(values)) if values.size else None
+
+
+def _j_and_f(J, F):
+    j, f = _mean(J), _mean(F)
+    return {"J": j, "F": f, "J&F": None if j is None else (j + f) / 2}
+
+
+def summarize(scores):
+    """Means over all object-frames of some clips' ``ClipScores``."""
+    J = np.concatenate([s.J.ravel() for s in scores])
+    F = np.concatenate([s.F.ravel() for s in scores])
+    after = np.concatenate([s.after_occlusion.ravel() for s in scores])
+    summary = {"objects": sum(s.J.shape[1] for s in scores), "object_frames": int(J.size),
+               **_j_and_f(J, F),
+               "after_occlusion": {"object_frames": int(after.sum()),
+                                   **_j_and_f(J[after], F[after])}}
+    if all(s.visible_correct is not None for s in scores):
+        hidden = np.concatenate([s.hidden.ravel() for s in scores])
+        correct = np.concatenate([s.visible_correct.ravel() for s in scores])
+        summary["visibility_accuracy"] = {
+            "hidden": _mean(correct[hidden]), "visible": _mean(correct[~hidden]),
+            "hidden_frames": int(hidden.sum()), "visible_frames": int((~hidden).sum())}
+    return summary
+
+
+@dataclass
+class Setting:
+    """One way of running a model: a row of the results."""
+
+    name: str
+    model: Any
+    memory: bool = True
+    precision: str = "float32"
+    note: str = ""
+
+
+def evaluate(settings, clips):
+    """Run every setting on every clip (so each clip is generated once); returns
+    ``{setting name: summary}`` with the model's milliseconds per frame."""
+    scores = {s.name: [] for s in settings}
+    seconds = dict.fromkeys(scores, 0.0)
+    frames = 0
+    for clip in clips:
+        for setting in settings:
+            run = track_clip_with_memory if setting.memory else segment_clip_without_memory
+            prediction = run(setting.model, clip, precision=setting.precision)
+            scores[setting.name].append(score_clip(clip, prediction))
+            seconds[setting.name] += prediction.seconds
+        frames += len(clip.frames)
+    return {s.name: {**summarize(scores[s.name]), "memory": s.memory, "precision": s.precision,
+                     "image_size": s.model.image_size, "note": s.note,
+                     "ms_per_frame": 1000 * seconds[s.name] / frames}
+            for s in settings}
+
+
+def held_out_clips(generator, videos, frames, seed_offset=0):
+    """The held-out clips, made one at a time."""
+    for i in range(seed_offset, seed_offset + videos):
+        yield generator.clip(test_seed(i), num_frames=frames, occlusion=True)
+
+
+def compile_image_encoder(model, precision="float32"):
+    """Wrap the image encoder in ``torch.compile`` and compile it now, on a dummy image in
+    the mode it will run in. Returns None, or why it failed (then the model is left
+    uncompiled): inductor needs a C++ toolchain and cannot lower every kernel (torch 2.13
+    fails on the encoder's fused oneDNN linears, used in float32 on CPU)."""
+    encoder = model.image_encoder
+    try:
+        model.image_encoder = torch.compile(encoder)
+        # a frame made as the tracker and the predictor make theirs, so that no guard
+        # recompiles later; twice, as the first call fills the encoder's caches
+        with torch.inference_mode(), autocast(model.device, precision):
+            frame = preprocess(np.zeros((model.image_size, model.image_size, 3), np.uint8),
+                               model.image_size, model.device)
+            for _ in range(2):
+                model.encode_image(frame)
+    except Exception as exc:  # any backend failure: report it, keep evaluating
+        model.image_encoder = encoder
+        # inductor's first lines name the failing operation; the rest is its IR dump
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return " ".join([f"{type(exc).__name__}:"] + lines[:2])
+    return None
+
+
+# ------------------------------------------------------------------ output
+
+def _cell(value, signed=False):
+    if value is None:
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def modes_table(results):
+    """Markdown: one row per mode, all measures."""
+    lines = ["| Mode | J | F | J&F | J after occl. | F after occl. | J&F after occl. "
+             "| Visibility acc. (hidden) | Visibility acc. (shown) | ms/frame |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        occl = r["after_occlusion"]
+        vis = r.get("visibility_accuracy", {})
+        lines.append(f"| {name} | {_cell(r['J'])} | {_cell(r['F'])} | {_cell(r['J&F'])} "
+                     f"| {_cell(occl['J'])} | {_cell(occl['F'])} | {_cell(occl['J&F'])} "
+                     f"| {_cell(vis.get('hidden'))} | {_cell(vis.get('visible'))} "
+                     f"| {r['ms_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def compare_table(results, failed, baseline):
+    """Markdown: J&F of each faster path and its change against ``baseline``."""
+    base = results[baseline]
+    lines = ["| Path (memory on) | Image size | J&F | Δ J&F | J&F after occl. | Δ after occl. "
+             "| ms/frame | Speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        occl, base_occl = r["after_occlusion"]["J&F"], base["after_occlusion"]["J&F"]
+        delta_occl = None if occl is None or base_occl is None else occl - base_occl
+        lines.append(f"| {name} | {r['image_size']} | {_cell(r['J&F'])} "
+                     f"| {_cell(r['J&F'] - base['J&F'], signed=True)} | {_cell(occl)} "
+                     f"| {_cell(delta_occl, signed=True)} | {r['ms_per_frame']:.1f} "
+                     f"| {base['ms_per_frame'] / r['ms_per_frame']:.2f}x |")
+    for name in failed:
+        lines.append(f"| {name} | – | failed (below) | | | | | |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=BUNDLED_CHECKPOINT,
+                        help="model to score (default: the bundled sam_ros_mini)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--photos", help=f"folder of photographs for the generator (default: "
+                        f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+    parser.add_argument("--videos", type=int, default=20, help="held-out clips")
+    parser.add_argument("--frames", type=int, default=40, help="frames per clip")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="first held-out clip index (clips seed-offset .. +videos-1)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--image-size", type=int, help="reduced model input size")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the image encoder through torch.compile")
+    parser.add_argument("--compare", action="store_true",
+                        help="memory on only: float32 against bfloat16, torch.compile and "
+                             f"image sizes {', '.join(map(str, COMPARE_IMAGE_SIZES))}")
+    parser.add_argument("--json", help="also save the numbers to this file")
+    args = parser.parse_args(argv)
+    if args.compare and (args.precision != "float32" or args.image_size or args.compile):
+        parser.error("--compare runs its own precisions, sizes and compilation: leave out "
+                     "--precision, --image-size and --compile")
+    if args.videos < 1 or args.frames < MIN_EVENT_FRAMES:
+        parser.error(f"need --videos >= 1 and --frames >= {MIN_EVENT_FRAMES} "
+                     "(room for an occlusion)")
+    if not os.path.isfile(args.checkpoint):
+        parser.error(f"no checkpoint at {args.checkpoint}: pass --checkpoint")
+    try:
+        args.photo_files = find_photos(args.photos)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _settings(args, build):
+    """The rows to run, and {row name: why it could not run}."""
+    if args.compare:
+        base = build()
+        compiled = build()
+        failed = {}
+        settings = [Setting("float32", base), Setting("bfloat16", base, precision="bfloat16")]
+        why = compile_image_encoder(compiled)
+        if why is None:
+            settings.append(Setting("torch.compile", compiled))
+        else:
+            failed["torch.compile"] = why
+        settings += [Setting(f"image size {size}", build(image_size=size))
+                     for size in COMPARE_IMAGE_SIZES]
+        return settings, failed
+    model = build(**({"image_size": args.image_size} if args.image_size else {}))
+    note = ""
+    if args.compile:
+        why = compile_image_encoder(model, args.precision)
+        note = ("image encoder compiled with torch.compile" if why is None
+                else f"torch.compile failed ({why}); ran uncompiled")
+    return [Setting("memory on (streaming tracker)", model, True, args.precision, note),
+            Setting("memory off (image predictor, frame-0 click)", model, False,
+                    args.precision, note)], {}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+
+    def build(**overrides):
+        return build_sam2(checkpoint=args.checkpoint, device=args.device, **overrides)
+
+    settings, failed = _settings(args, build)
+    generator = SceneGenerator(args.photo_files)
+    clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
+    results = evaluate(settings, clips)
+    setup = {"checkpoint": os.path.abspath(args.checkpoint), "device": args.device,
+             "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
+             "objects": next(iter(results.values()))["objects"],
+             "precision": args.precision, "image_size": settings[0].model.image_size,
+             "torch": torch.__version__, "seconds": time.perf_counter() - start}
+    print(f"Held-out generated videos: {setup['videos']} clips x {setup['frames']} frames "
+          f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1}), "
+          f"{setup['objects']} targets, each given one click on frame 0; J, F over frames "
+          f"1..{args.frames - 1}; \"after occl.\": the {AFTER_OCCLUSION_FRAMES} frames from a "
+          f"target's reappearance; ms/frame: model time per frame, all targets together. "
+          f"Checkpoint `{os.path.basename(args.checkpoint)}`, {args.device}, "
+          f"torch {torch.__version__}.\n")
+    if args.compare:
+        print(compare_table(results, failed, baseline=settings[0].name))
+    else:
+        print(f"Image size {setup['image_size']}, {args.precision}.\n")
+        print(modes_table(results))
+    for name, why in failed.items():
+        print(f"\n{name} failed: {why}")
+    if settings[0].note:
+        print(f"\nNote: {settings[0].note}")
+    print(f"\n({setup['seconds']:.0f} s in all)", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"setup": setup, "results": results, "failed": failed}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

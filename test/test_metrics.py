@@ -1,0 +1,130 @@
+"""The DAVIS measures on hand-made masks, and the held-out evaluation run end to end on
+one short generated clip with a random-weights model (structure only: such a model
+scores near zero)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam_ros.model import build_sam2
+from sam_ros.training.evaluate import (
+    Setting, compare_table, evaluate, frames_after_occlusion, interior_point,
+    modes_table, score_clip, segment_clip_without_memory, summarize, track_clip_with_memory)
+from sam_ros.training.metrics import contour_accuracy, region_similarity
+from sam_ros.training.synthetic import SceneGenerator, find_photos, test_seed
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+SIZE = 256  # tolerance of F at this size: ceil(0.008 * 362) = 3 px
+
+
+def square(x0, y0, side=60, size=SIZE):
+    mask = np.zeros((size, size), bool)
+    mask[y0:y0 + side, x0:x0 + side] = True
+    return mask
+
+
+def test_identical_masks_score_one():
+    mask = square(50, 70)
+    assert region_similarity(mask, mask) == 1.0
+    assert contour_accuracy(mask, mask) == 1.0
+
+
+def test_disjoint_masks_score_zero():
+    a, b = square(10, 10), square(150, 150)
+    assert region_similarity(a, b) == 0.0
+    assert contour_accuracy(a, b) == 0.0
+
+
+def test_empty_masks():
+    empty, mask = np.zeros((SIZE, SIZE), bool), square(50, 50)
+    assert region_similarity(empty, empty) == 1.0
+    assert contour_accuracy(empty, empty) == 1.0
+    for pred, gt in ((empty, mask), (mask, empty)):
+        assert region_similarity(pred, gt) == 0.0
+        assert contour_accuracy(pred, gt) == 0.0
+
+
+@pytest.mark.parametrize("shift", [1, 3])
+def test_shift_within_tolerance_keeps_contours_perfect(shift):
+    a, b = square(50, 50), square(50 + shift, 50)
+    assert contour_accuracy(a, b) == 1.0
+    assert region_similarity(a, b) == pytest.approx((60 - shift) / (60 + shift))
+
+
+def test_shift_beyond_tolerance_loses_the_side_edges():
+    a, b = square(50, 50), square(58, 50)
+    # the top and bottom edges still match, the left and right ones do not
+    assert 0.3 < contour_accuracy(a, b) < 0.7
+    assert contour_accuracy(a, b) == contour_accuracy(b, a)
+
+
+def test_interior_point_is_the_centre_of_a_rectangle():
+    mask = np.zeros((100, 120), bool)
+    mask[20:61, 30:111] = True  # 41 rows: one centre row (the columns tie over a span)
+    assert interior_point(mask)[1] == 40
+    full = np.ones((101, 101), bool)  # the image edge bounds a mask that fills the image
+    assert interior_point(full) == [50, 50]
+
+
+def test_frames_after_occlusion():
+    visibility = np.array([[1, 1], [0, 1], [0, 1], [0.2, 1], [1, 1], [1, 1], [0, 0], [1, 1]],
+                          np.float32)
+    after = frames_after_occlusion(visibility, count=2)
+    assert after[:, 0].tolist() == [False, False, False, True, True, False, False, True]
+    assert after[:, 1].tolist() == [False] * 7 + [True]
+
+
+def test_missing_photos_are_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--photos"):
+        find_photos(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    return SceneGenerator(find_photos(PHOTOS), size=SIZE).clip(test_seed(0), num_frames=12,
+                                                                occlusion=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_sam2("sam_ros_mini")
+
+
+def in_unit_range(value):
+    return value is None or 0.0 <= value <= 1.0
+
+
+def test_one_clip_in_both_modes(clip, model):
+    frames, _, h, w = clip.masks.shape
+    for run in (track_clip_with_memory, segment_clip_without_memory):
+        prediction = run(model, clip)
+        assert 0 in prediction.targets  # held-out clips show target 0 fully on frame 0
+        assert prediction.masks.shape == (frames, len(prediction.targets), h, w)
+        assert prediction.masks.dtype == bool
+        scores = score_clip(clip, prediction)
+        assert scores.J.shape == scores.F.shape == (frames - 1, len(prediction.targets))
+        assert np.all((scores.J >= 0) & (scores.J <= 1) & (scores.F >= 0) & (scores.F <= 1))
+        assert scores.hidden[:, 0].any() and scores.after_occlusion[:, 0].any()
+        summary = summarize([scores])
+        assert summary["object_frames"] == scores.J.size
+        for key in ("J", "F", "J&F"):
+            assert in_unit_range(summary[key]) and in_unit_range(summary["after_occlusion"][key])
+        if run is track_clip_with_memory:
+            assert prediction.visible.shape == (frames, len(prediction.targets))
+            visibility = summary["visibility_accuracy"]
+            assert in_unit_range(visibility["hidden"]) and in_unit_range(visibility["visible"])
+        else:
+            assert prediction.visible is None and "visibility_accuracy" not in summary
+
+
+def test_evaluate_renders_markdown(clip, model):
+    results = evaluate([Setting("on", model), Setting("off", model, memory=False)], [clip])
+    assert set(results) == {"on", "off"}
+    assert results["on"]["ms_per_frame"] > 0
+    table = modes_table(results).splitlines()
+    assert len(table) == 4 and all(line.startswith("|") for line in table)
+    comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
+    assert "+0.000" in comparison and "failed" in comparison
