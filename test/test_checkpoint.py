@@ -91,5 +91,3 @@ def test_other_model_and_wrong_shape(tiny_checkpoint, tmp_path):
     torch.save([torch.zeros(1)], not_dict)
     with pytest.raises(CheckpointError, match="expected \\{'model': state_dict\\}"):
         build_sam2("auto", checkpoint=not_dict)
-    with pytest.raises(ValueError, match="needs a checkpoint"):
-        build_sam2("auto")

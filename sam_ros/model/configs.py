@@ -1,4 +1,4 @@
-"""The official SAM 2 / SAM 2.1 variants as plain Python data.
+"""The official SAM 2 / SAM 2.1 variants, and our small bundled one, as plain Python data.
 
 Names follow Meta's config files (``sam2.1_hiera_t`` ...). A config fully determines the
 module tree, hence the state-dict keys and shapes, so a checkpoint of a variant loads
@@ -93,6 +93,17 @@ VARIANTS = {
     for family in ("sam2.1", "sam2")
     for size, trunk in TRUNKS.items()
 }
+
+# The small SAM 2 that sam_ros trains on generated video and bundles as its default model
+# (same modules, narrower and shallower, 256-pixel input). See sam_ros/model/weights/.
+MINI = Sam2Config(
+    name="sam_ros_mini",
+    trunk=TrunkConfig(32, 1, (1, 1, 2, 1), (3,), window_spec=(8, 4, 16, 8),
+                      window_pos_embed_bkg_spatial_size=(7, 7)),
+    image_size=256, d_model=64, mem_dim=16, memory_attention_layers=2,
+    memory_attention_ffn=256, decoder_heads=4, decoder_mlp_dim=256, mask_in_chans=8)
+VARIANTS[MINI.name] = MINI
+
 
 def get_config(variant, **overrides):
     """The config of a named variant, with optional field overrides."""
