@@ -36,10 +36,11 @@ SMALL_WINDOW_TOKENS = 64
 
 def use_fused(x: torch.Tensor) -> bool:
     """Whether oneDNN's fused linear kernels may stand in for nn.Linear: float32 CPU
-    inference only, as they have no autograd formula and autocast does not see them."""
+    inference only, as they have no autograd formula, autocast does not see them and
+    torch.compile cannot lower them (it fuses the plain ops itself)."""
     return (FUSED_CPU_KERNELS and _dnn_linear is not None and x.device.type == "cpu"
             and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
 def apply_linear(layer: nn.Linear, x: torch.Tensor, fused: bool) -> torch.Tensor:
