@@ -1,0 +1,403 @@
+"""Train a small SAM 2 on generated video: SAM 2's training recipe in miniature.
+
+Each step takes a batch of generated clips (one target object per clip). The first frame is
+prompted from the ground truth (one click, a few clicks, a box or the mask itself), with a
+corrective click half of the time; the rest of the clip is tracked through memory attention
+with the tracker's own memory bank and selection; one later frame may get a corrective
+click and become a conditioning frame, as in SAM 2. Every prediction is scored with focal +
+dice mask losses (on the best of the candidate masks), an IoU-prediction loss and an
+object-score loss, and the sum is back-propagated through the whole clip.
+
+    python -m sam_ros.training.train --out sam_ros_mini.pt --minutes 50
+
+The result is a checkpoint in Meta's layout (``{"model": state_dict}``) that
+``build_sam2("auto", checkpoint=...)`` loads like an official one.
+"""
+
+import argparse
+import math
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..model import build_sam2, save_checkpoint
+from ..model.transforms import PIXEL_MEAN, PIXEL_STD
+from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
+from ..tracker.streaming import PREV_LOGIT_LIMIT
+from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, TRAIN_SEED_LIMIT,
+                        SceneGenerator, find_photos)
+
+# SAM 2's loss weights: focal 20, dice 1, IoU prediction 1, object score 1.
+FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
+# First-frame prompt kinds and how often each is drawn.
+PROMPT_KINDS = ("click", "box", "clicks", "mask")
+PROMPT_ODDS = (0.4, 0.25, 0.2, 0.15)
+# Parameters that the model builds as zeros (a checkpoint fills them); training starts them
+# as SAM 2 does, from a truncated normal.
+ZERO_BUILT = ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr",
+              "no_obj_embed_spatial", "image_encoder.trunk.pos_embed",
+              "image_encoder.trunk.pos_embed_window")
+
+
+class ClipStream(IterableDataset):
+    """An endless stream of training clips, ``(frames T x S x S x 3 uint8, mask T x S x S)``
+    for one target each, from training seeds only. Worker ``w`` draws its seeds from a
+    generator seeded with ``(seed, w)``, so a run is reproducible for a given worker count."""
+
+    def __init__(self, photos, size, frames, seed, occlusion_odds=0.3):
+        self.photos, self.size, self.frames = photos, size, frames
+        self.seed, self.occlusion_odds = seed, occlusion_odds
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        cv2.setNumThreads(1)  # one rendering thread per worker process
+        generator = SceneGenerator(self.photos, size=self.size)
+        while True:
+            occlusion = (True if self.frames >= MIN_EVENT_FRAMES
+                         and rng.random() < self.occlusion_odds else None)
+            clip = generator.clip(int(rng.integers(TRAIN_SEED_LIMIT)), num_frames=self.frames,
+                                  occlusion=occlusion)
+            # the target must be there to be prompted on the first frame
+            candidates = [0] if occlusion else np.flatnonzero(clip.visibility[0] >= 0.3)
+            if len(candidates) == 0:
+                continue
+            target = int(rng.choice(candidates))
+            yield torch.from_numpy(clip.frames), torch.from_numpy(clip.masks[:, target])
+
+
+def init_for_training(model):
+    """Start a freshly built model as SAM 2's training does."""
+    params = dict(model.named_parameters())
+    for name in ZERO_BUILT:
+        if name in params:
+            torch.nn.init.trunc_normal_(params[name].data, std=0.02)
+    return model
+
+
+def normalise(frames):
+    """uint8 N x S x S x 3 -> the model's normalised N x 3 x S x S input."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = x.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def sample_points(regions, generator):
+    """One pixel (x, y) drawn uniformly inside each of B boolean regions (anywhere when a
+    region is empty)."""
+    weights = regions.flatten(1).float()
+    weights[weights.sum(1) == 0] = 1.0
+    index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    width = regions.shape[-1]
+    return torch.stack([index % width, index // width], dim=1).float()
+
+
+def corrective_clicks(predicted, truth, generator):
+    """A click on each object's larger error: positive in a missed region, negative on a
+    false one, as SAM 2 samples its corrective clicks. Returns B x 1 x 2, B x 1."""
+    missed, false = truth & ~predicted, predicted & ~truth
+    positive = missed.flatten(1).sum(1) >= false.flatten(1).sum(1)
+    region = torch.where(positive[:, None, None], missed, false)
+    perfect = region.flatten(1).sum(1) == 0
+    region[perfect] = truth[perfect]
+    positive = positive | perfect
+    return sample_points(region, generator)[:, None], positive.int()[:, None]
+
+
+def noisy_boxes(truth, generator):
+    """Ground-truth boxes with corners moved by up to 10% of the box side (max 20 px), as
+    box corner points (labels 2, 3). Returns B x 2 x 2, B x 2."""
+    boxes = []
+    size = truth.shape[-1]
+    for mask in truth:
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        box = torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
+        side = (box[2:] - box[:2]).repeat(2)
+        noise = torch.randn(4, generator=generator, device=truth.device) * 0.1 * side
+        boxes.append((box + noise.clamp(-20, 20)).clamp(0, size - 1))
+    boxes = torch.stack(boxes)
+    labels = torch.tensor([[2, 3]], device=truth.device).expand(len(boxes), 2)
+    return boxes.view(-1, 2, 2), labels.int()
+
+
+def first_prompt(kind, truth, generator):
+    """Points and labels (B x P x 2, B x P) of a first-frame prompt of ``kind``."""
+    if kind == "click":
+        return sample_points(truth, generator)[:, None], truth.new_ones(len(truth), 1).int()
+    if kind == "box":
+        return noisy_boxes(truth, generator)
+    # two clicks on the object and one off it
+    points = [sample_points(truth, generator), sample_points(truth, generator),
+              sample_points(~truth, generator)]
+    labels = torch.tensor([[1, 1, 0]], device=truth.device).expand(len(truth), 3)
+    return torch.stack(points, dim=1), labels.int()
+
+
+# ----------------------------------------------------------------- losses
+
+
+def prediction_loss(out, truth, present):
+    """SAM 2's losses for one prediction of B objects against B x S x S truth masks.
+
+    The mask losses count only the best of the candidate masks and only where the object
+    is present; the object-score loss counts everywhere.
+    """
+    logits = out.high_res_multimasks
+    target = truth[:, None].float().expand_as(logits)
+    prob = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    alpha_t = 0.25 * target + 0.75 * (1 - target)
+    focal = (alpha_t * bce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    inter = (prob * target).flatten(2).sum(-1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
+    mask_loss = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice
+    best = mask_loss.argmin(dim=1)
+    rows = torch.arange(len(best), device=best.device)
+    with torch.no_grad():
+        binary = logits > 0
+        actual_iou = ((binary & (target > 0)).flatten(2).sum(-1)
+                      / (binary | (target > 0)).flatten(2).sum(-1).clamp(min=1))
+    iou_loss = (out.ious.float() - actual_iou).abs()[rows, best]
+    present_f = present.float()
+    per_object = (mask_loss[rows, best] + IOU_WEIGHT * iou_loss) * present_f
+    score = F.binary_cross_entropy_with_logits(out.object_score_logits[:, 0].float(),
+                                               present_f, reduction="none")
+    total = (per_object + SCORE_WEIGHT * score).mean()
+    return total, actual_iou[rows, best]
+
+
+# ------------------------------------------------------------- one clip
+
+
+def decode_prompt(model, pix, high_res, points, labels, previous, initial):
+    """Decode a prompt on a frame, refining ``previous`` (an earlier decode there) if any,
+    exactly as the tracker does for clicks."""
+    mask_input = None
+    if previous is not None:
+        mask_input = previous.low_res.clamp(-PREV_LOGIT_LIMIT, PREV_LOGIT_LIMIT)
+        if previous.points is not None:
+            points = torch.cat([previous.points, points], dim=1)
+            labels = torch.cat([previous.labels, labels], dim=1)
+    out = model.predict_masks(pix, high_res, points, labels, mask_input=mask_input,
+                              multimask=model.use_multimask(initial, labels.shape[1]))
+    entry = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
+                        low_res=out.low_res_masks, iou=0.0, points=points, labels=labels,
+                        initial=initial, from_prompt=True)
+    return out, entry
+
+
+def encode_prompt_memory(model, embed, entry):
+    """A conditioning frame's memory: binarised mask, as the tracker encodes it."""
+    high_res = F.interpolate(entry.low_res, size=(model.image_size,) * 2, mode="bilinear",
+                             align_corners=False)
+    entry.features, _ = model.encode_memory(embed, high_res, entry.score, binarize=True)
+
+
+def clip_loss(model, frames, truth, options, rng, generator):
+    """Loss of one batch of clips (B x T x S x S x 3 uint8, truth B x T x S x S)."""
+    b, t = truth.shape[:2]
+    features = model.encode_image(normalise(frames.flatten(0, 1)))
+    per_frame = lambda x: x.unflatten(0, (b, t))  # noqa: E731
+    embed, pos = per_frame(features.embed), per_frame(features.pos)
+    high_res = [per_frame(h) for h in features.high_res]
+    present = truth.flatten(2).any(-1)  # B x T
+    bank = ObjectMemory(0)
+    losses, ious = [], []
+
+    def score(out, frame):
+        loss, iou = prediction_loss(out, truth[:, frame], present[:, frame])
+        losses.append(loss)
+        ious.append(iou[present[:, frame]])
+
+    # Every frame where the object shows is also an image to segment from a click of its
+    # own (SAM 2 trains on images beside videos): the dense signal that teaches a model
+    # from scratch where a click points, long before its memory is of any use.
+    shown = present.flatten()
+    if options.image_odds > 0 and bool(shown.any()):
+        rows = shown & (torch.rand(len(shown), generator=generator, device=shown.device)
+                        < options.image_odds)
+        rows = rows if bool(rows.any()) else shown
+        image_truth = truth.flatten(0, 1)[rows]
+        points, labels = first_prompt(rng.choice(PROMPT_KINDS[:3]), image_truth, generator)
+        out = model.predict_masks(model.without_memory(features.embed[rows]),
+                                  [h[rows] for h in features.high_res], points, labels,
+                                  multimask=model.use_multimask(True, labels.shape[1]))
+        loss, _ = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)))
+        losses.append(loss)
+
+    # Frame 0: the prompt, maybe a corrective click, then its memory.
+    kind = rng.choice(PROMPT_KINDS, p=PROMPT_ODDS)
+    frame_hr = [h[:, 0] for h in high_res]
+    if kind == "mask":
+        out = model.mask_as_prediction(embed[:, 0], frame_hr, truth[:, 0, None].float())
+        entry = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
+                            low_res=out.low_res_masks, iou=1.0, initial=True, from_prompt=True)
+    else:
+        pix = model.without_memory(embed[:, 0])
+        points, labels = first_prompt(kind, truth[:, 0], generator)
+        out, entry = decode_prompt(model, pix, frame_hr, points, labels, None, True)
+        score(out, 0)
+        if rng.random() < options.correct_odds:
+            points, labels = corrective_clicks(out.high_res_masks[:, 0] > 0, truth[:, 0],
+                                               generator)
+            out, entry = decode_prompt(model, pix, frame_hr, points, labels, entry, True)
+            score(out, 0)
+    encode_prompt_memory(model, embed[:, 0], entry)
+    bank.set_prompt_entry(0, entry)
+
+    # A later frame where every object is present may get a corrective click.
+    candidates = [f for f in range(1, t) if bool(present[:, f].all())]
+    corrected = (int(rng.choice(candidates))
+                 if candidates and rng.random() < options.correct_odds else None)
+    cfg = model.config
+    for f in range(1, t):
+        picks = [bank.select(f, cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder)]
+        memory, memory_pos, num_ptr = memory_tokens(model, picks)
+        pix = model.attend_memory(embed[:, f], pos[:, f], memory, memory_pos, num_ptr)
+        frame_hr = [h[:, f] for h in high_res]
+        out = model.predict_masks(pix, frame_hr, multimask=model.use_multimask(False, 0))
+        score(out, f)
+        if f == corrected:
+            tracked = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
+                                  low_res=out.low_res_masks, iou=0.0)
+            points, labels = corrective_clicks(out.high_res_masks[:, 0] > 0, truth[:, f],
+                                               generator)
+            out, entry = decode_prompt(model, pix, frame_hr, points, labels, tracked, False)
+            score(out, f)
+            encode_prompt_memory(model, embed[:, f], entry)
+            bank.set_prompt_entry(f, entry)
+        else:
+            memory_features, _ = model.encode_memory(embed[:, f], out.high_res_masks,
+                                                     out.object_score_logits, binarize=False)
+            bank.recent[f] = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
+                                         low_res=out.low_res_masks, iou=0.0,
+                                         features=memory_features)
+    if not losses:  # a one-frame clip prompted by its mask has nothing to learn from
+        return None, None
+    iou = torch.cat(ious)
+    return torch.stack(losses).mean(), (iou.mean() if len(iou) else iou.new_zeros(()))
+
+
+# -------------------------------------------------------------- the loop
+
+
+def learning_rate(options, progress):
+    """Linear warm-up over the first 5%, then cosine decay to 1% of the peak."""
+    if progress < 0.05:
+        return options.lr * progress / 0.05
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.05) / 0.95)))
+    return options.lr * (0.01 + 0.99 * cosine)
+
+
+def train(options):
+    torch.manual_seed(options.seed)
+    device = torch.device(options.device)
+    if options.init:
+        model = build_sam2("auto", checkpoint=options.init, device=device)
+    else:
+        model = init_for_training(build_sam2(options.variant, device=device))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
+                                  weight_decay=options.weight_decay)
+    stream = ClipStream(options.photo_files, model.image_size, options.frames, options.seed)
+    loader = DataLoader(stream, batch_size=options.batch, num_workers=options.workers,
+                        persistent_workers=options.workers > 0)
+    rng = np.random.default_rng(options.seed)
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    use_bf16 = device.type == "cuda"
+    torch.backends.cudnn.benchmark = use_bf16
+    budget = options.minutes * 60.0
+    start = last_save = last_log = time.monotonic()
+    step, seen, loss_sum, iou_sum, count = 0, 0, 0.0, 0.0, 0
+    print(f"training {model.config.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}"
+          f" M parameters) on {device}: batch {options.batch} x {options.frames} frames, "
+          f"{options.minutes} min or {options.steps} steps", flush=True)
+    data_time = compute_time = 0.0
+    fetched = time.monotonic()
+    for frames, truth in loader:
+        began = time.monotonic()
+        data_time += began - fetched
+        elapsed = began - start
+        progress = max(elapsed / budget, step / options.steps if options.steps else 0.0)
+        if progress >= 1.0:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(options, progress)
+        frames, truth = frames.to(device, non_blocking=True), truth.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, iou = clip_loss(model, frames, truth, options, rng, generator)
+        if loss is None:
+            fetched = time.monotonic()
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
+        optimizer.step()
+        step += 1
+        seen += len(truth)
+        loss_sum, iou_sum, count = loss_sum + loss.item(), iou_sum + iou.item(), count + 1
+        now = time.monotonic()
+        compute_time += now - began
+        if now - last_log >= options.log_every:
+            print(f"step {step:6d}  {now - start:7.0f} s  clips {seen:7d}  "
+                  f"lr {optimizer.param_groups[0]['lr']:.2e}  loss {loss_sum / count:.4f}  "
+                  f"train IoU {iou_sum / count:.3f}  s/step: data {data_time / count:.3f} "
+                  f"compute {compute_time / count:.3f}", flush=True)
+            loss_sum, iou_sum, count, last_log = 0.0, 0.0, 0, now
+            data_time = compute_time = 0.0
+        if now - last_save >= options.save_every:
+            save_checkpoint(model, options.out)
+            last_save = now
+        fetched = time.monotonic()
+    save_checkpoint(model, options.out)
+    minutes = (time.monotonic() - start) / 60
+    print(f"done: {step} steps, {seen} clips in {minutes:.1f} min -> {options.out}", flush=True)
+    return model
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="checkpoint to write (Meta's layout)")
+    parser.add_argument("--variant", default="sam_ros_mini")
+    parser.add_argument("--init", help="checkpoint to start from instead of a fresh model")
+    parser.add_argument("--photos", help=f"folder of photographs for backgrounds and "
+                        f"textures (default: ${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=50.0, help="wall-clock budget")
+    parser.add_argument("--steps", type=int, default=0, help="step budget (0: time only)")
+    parser.add_argument("--batch", type=int, default=4, help="clips per step")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    parser.add_argument("--correct-odds", type=float, default=0.5,
+                        help="chance of a corrective click on the first / on a later frame")
+    parser.add_argument("--image-odds", type=float, default=0.5,
+                        help="share of frames also segmented from a click without memory")
+    parser.add_argument("--workers", type=int, default=1, help="data-generating processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
+    parser.add_argument("--save-every", type=float, default=300.0, help="seconds")
+    options = parser.parse_args(argv)
+    try:
+        options.photo_files = find_photos(options.photos)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    return options
+
+
+def main(argv=None):
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
