@@ -5,7 +5,6 @@ random weights, same real frames. Also our bfloat16 path and its agreement with 
 """
 
 import argparse
-import contextlib
 
 import numpy as np
 import torch

@@ -5,7 +5,6 @@ test_tracker_parity.py."""
 
 import numpy as np
 import pytest
-import torch
 
 from oracle import VIDEOS, randomize_, read_video_frames
 from sam_ros.model import SAM2, get_config

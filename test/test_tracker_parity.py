@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
 from sam_ros.model import SAM2, get_config

@@ -8,7 +8,6 @@ first image-to-token update does the image branch grow to one copy per prompt.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP, Attention, LayerNorm2d

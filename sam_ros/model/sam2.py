@@ -7,7 +7,7 @@ between frames is the tracker's business.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn.functional as F
