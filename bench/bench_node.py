@@ -42,7 +42,8 @@ from sam_ros.model import SAM2, get_config, save_checkpoint  # noqa: E402
 from sam_ros.msg import ObjectTrackArray  # noqa: E402
 from sam_ros.srv import Segment  # noqa: E402
 from sam_ros.msg import ObjectTrack  # noqa: E402
-from sam_ros.node import SamRosNode, label_image, mask_stats, overlay_image  # noqa: E402
+from sam_ros.drawing import overlay_image  # noqa: E402
+from sam_ros.node import SamRosNode, label_image, mask_stats  # noqa: E402
 from sam_ros.tracker import TrackResult  # noqa: E402
 
 

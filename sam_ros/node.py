@@ -43,6 +43,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from sam_ros import ros_image
+from sam_ros.drawing import overlay_image
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
 from sam_ros.srv import RemoveObject, Segment
 
@@ -77,19 +78,6 @@ def mask_stats(mask):
     return area, [int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1])], centroid
 
 
-def _colour(obj_id):
-    """A stable, distinct RGB colour per id (golden-ratio hue walk)."""
-    h = (obj_id * 0.61803398875) % 1.0
-    hsv = np.uint8([[[int(h * 180), 220, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
-
-
-# colour lookup table of the overlay: label (id mod 255, 1..255) -> RGB; 0 -> black
-_LUT = np.zeros((256, 1, 3), np.uint8)
-for _i in range(1, 256):
-    _LUT[_i, 0] = _colour(_i)
-
-
 def label_image(shape, results):
     """uint16 label image: pixel = object id of the visible objects, 0 = background."""
     labels = np.zeros(shape, np.uint16)
@@ -98,24 +86,6 @@ def label_image(shape, results):
         if r.visible:
             np.copyto(labels, np.uint16(obj_id), where=r.mask)
     return labels
-
-
-def overlay_image(rgb, labels, tracks):
-    """rgb with each object blended in its colour, its box and its id drawn."""
-    l8 = np.where(labels > 0, (labels - 1) % 255 + 1, 0).astype(np.uint8) \
-        if labels.max(initial=0) > 255 else labels.astype(np.uint8)
-    colours = cv2.LUT(cv2.merge([l8, l8, l8]), _LUT.reshape(256, 1, 3))
-    out = cv2.addWeighted(rgb, 0.5, colours, 0.5, 0.0)
-    cv2.copyTo(rgb, (l8 == 0).view(np.uint8), out)
-    for t in tracks:
-        if not t.visible:
-            continue
-        colour = tuple(int(c) for c in _LUT[(t.id - 1) % 255 + 1, 0])
-        cv2.rectangle(out, (int(t.bbox[0]), int(t.bbox[1])), (int(t.bbox[2]), int(t.bbox[3])),
-                      colour, 2)
-        cv2.putText(out, str(t.id), (int(t.centroid[0]), int(t.centroid[1])),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
-    return out
 
 
 class SamRosNode(LifecycleNode):
@@ -147,14 +117,16 @@ class SamRosNode(LifecycleNode):
         def p(name, default, text, **extra):
             self.declare_parameter(name, default, ParameterDescriptor(description=text, **extra))
 
-        p("checkpoint", "", "path of the SAM 2 / SAM 2.1 checkpoint (.pt), Meta's layout",
+        p("checkpoint", "", "path of a SAM 2 / SAM 2.1 checkpoint (.pt), Meta's layout; "
+          "empty = the bundled sam_ros_mini model",
           type=ParameterType.PARAMETER_STRING)
-        p("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l) or auto: "
-          "read off the checkpoint")
+        p("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l, sam_ros_mini) "
+          "or auto: read off the checkpoint")
         p("device", "cpu", "torch device: cpu, cuda, cuda:N")
         p("dtype", "float32", "inference precision: float32 or bfloat16")
         p("image_size", 0, "model input size in pixels, multiple of 16; 0 = the variant's "
-          "(1024)", integer_range=[IntegerRange(from_value=0, to_value=2048, step=16)])
+          "(1024; 256 for sam_ros_mini)",
+          integer_range=[IntegerRange(from_value=0, to_value=2048, step=16)])
         p("ring_size", 8, "recent frames kept for prompts on past frames (stamp in Segment)",
           integer_range=[IntegerRange(from_value=1, to_value=64, step=1)])
         p("max_cond_frames", 8, "cap on each object's prompted (conditioning) frames",
@@ -179,18 +151,14 @@ class SamRosNode(LifecycleNode):
     # ------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sam_ros.model import CheckpointError, build_sam2
+        from sam_ros.model import BUNDLED_CHECKPOINT, CheckpointError, build_sam2
         from sam_ros.tracker import StreamingTracker
 
-        ckpt = self._param("checkpoint")
+        ckpt = self._param("checkpoint") or BUNDLED_CHECKPOINT
         transport = self._param("input_transport")
         if transport not in ("raw", "compressed"):
             self.get_logger().error(f"configure failed: input_transport must be raw or "
                                     f"compressed, got {transport!r}")
-            return TransitionCallbackReturn.FAILURE
-        if not ckpt:
-            self.get_logger().error("configure failed: parameter 'checkpoint' is empty; set it "
-                                    "to the path of a SAM 2 checkpoint (.pt)")
             return TransitionCallbackReturn.FAILURE
         overrides = {}
         if self._param("image_size"):

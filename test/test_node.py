@@ -526,7 +526,8 @@ def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
 
 def test_mask_stats_label_image_and_overlay():
     from sam_ros.msg import ObjectTrack
-    from sam_ros.node import label_image, mask_stats, overlay_image
+    from sam_ros.drawing import overlay_image
+    from sam_ros.node import label_image, mask_stats
     from sam_ros.tracker import TrackResult
     rng = np.random.default_rng(0)
     mask = np.zeros((H, W), bool)

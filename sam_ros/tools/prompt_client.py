@@ -53,7 +53,9 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def _call(node, client, request, timeout):
+def call(node, client, request, timeout):
+    """The response of one service call, spinning ``node`` (not in another executor) until
+    it comes; None (and a line on stderr) when the service is missing or silent."""
     import rclpy
     if not client.wait_for_service(timeout_sec=timeout):
         print(f"no service {client.srv_name} (is the node running?)", file=sys.stderr)
@@ -66,12 +68,33 @@ def _call(node, client, request, timeout):
     return future.result()
 
 
+def change_state(node, base, command, timeout):
+    """Lifecycle transition ``command`` (configure, activate, deactivate, cleanup, shutdown)
+    of the node named ``base``; its ChangeState response, or None when it did not answer."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    tid = {"configure": Transition.TRANSITION_CONFIGURE,
+           "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE,
+           "cleanup": Transition.TRANSITION_CLEANUP,
+           "shutdown": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}[command]
+    if command == "shutdown":  # the shutdown transition id depends on the state
+        st = call(node, node.create_client(GetState, base + "/get_state"), GetState.Request(),
+                  timeout)
+        if st is None:
+            return None
+        tid = {"inactive": Transition.TRANSITION_INACTIVE_SHUTDOWN,
+               "active": Transition.TRANSITION_ACTIVE_SHUTDOWN}.get(st.current_state.label, tid)
+    return call(node, node.create_client(ChangeState, base + "/change_state"),
+                ChangeState.Request(transition=Transition(id=tid)), timeout)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import rclpy
     from builtin_interfaces.msg import Time
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState, GetState
+    from lifecycle_msgs.srv import GetState
     from std_srvs.srv import Trigger
 
     from sam_ros.srv import RemoveObject, Segment
@@ -90,7 +113,7 @@ def main(argv=None):
             if args.stamp:
                 sec, _, frac = args.stamp.partition(".")
                 req.stamp = Time(sec=int(sec), nanosec=int((frac or "0").ljust(9, "0")[:9]))
-            res = _call(node, node.create_client(Segment, base + "/segment"), req, args.timeout)
+            res = call(node, node.create_client(Segment, base + "/segment"), req, args.timeout)
             if res is None:
                 return 2
             if not res.success:
@@ -109,35 +132,20 @@ def main(argv=None):
                 print(f"mask written to {args.out}")
             return 0
         if args.command == "remove":
-            res = _call(node, node.create_client(RemoveObject, base + "/remove"),
-                        RemoveObject.Request(object_id=args.object_id), args.timeout)
+            res = call(node, node.create_client(RemoveObject, base + "/remove"),
+                       RemoveObject.Request(object_id=args.object_id), args.timeout)
         elif args.command == "reset":
-            res = _call(node, node.create_client(Trigger, base + "/reset"), Trigger.Request(),
-                        args.timeout)
+            res = call(node, node.create_client(Trigger, base + "/reset"), Trigger.Request(),
+                       args.timeout)
         elif args.command == "state":
-            res = _call(node, node.create_client(GetState, base + "/get_state"),
-                        GetState.Request(), args.timeout)
+            res = call(node, node.create_client(GetState, base + "/get_state"),
+                       GetState.Request(), args.timeout)
             if res is None:
                 return 2
             print(res.current_state.label)
             return 0
         else:
-            tid = {"configure": Transition.TRANSITION_CONFIGURE,
-                   "activate": Transition.TRANSITION_ACTIVATE,
-                   "deactivate": Transition.TRANSITION_DEACTIVATE,
-                   "cleanup": Transition.TRANSITION_CLEANUP,
-                   "shutdown": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}[args.command]
-            client = node.create_client(ChangeState, base + "/change_state")
-            if args.command == "shutdown":  # the shutdown transition id depends on the state
-                st = _call(node, node.create_client(GetState, base + "/get_state"),
-                           GetState.Request(), args.timeout)
-                if st is None:
-                    return 2
-                tid = {"inactive": Transition.TRANSITION_INACTIVE_SHUTDOWN,
-                       "active": Transition.TRANSITION_ACTIVE_SHUTDOWN}.get(
-                           st.current_state.label, tid)
-            res = _call(node, client, ChangeState.Request(transition=Transition(id=tid)),
-                        args.timeout)
+            res = change_state(node, base, args.command, args.timeout)
             if res is None:
                 return 2
             print(f"{args.command}: {'ok' if res.success else 'failed (see the node log)'}")
