@@ -14,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import rclpy  # noqa: F401
-    from sam_ros.msg import ObjectTrackArray  # noqa: F401  (generated: only when built)
-except ImportError as e:  # pragma: no cover
-    if os.environ.get("SAM_ROS_REQUIRE_ROS") == "1":
-        raise
-    pytest.skip(f"ROS 2 or the built sam_ros package is not importable ({e}); run "
-                "tools/setup_ros.sh and source tools/ros_env.sh", allow_module_level=True)
+import ros_built
+
+ros_built.require()
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")

@@ -23,16 +23,11 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
-try:
-    import rclpy
-    from sam_ros.msg import ObjectTrackArray  # generated: only in the built package
-    from sam_ros.srv import RemoveObject, Segment
-except ImportError as e:  # pragma: no cover
-    if os.environ.get("SAM_ROS_REQUIRE_ROS") == "1":
-        raise
-    pytest.skip(f"ROS 2 or the built sam_ros package is not importable ({e}); run "
-                "tools/setup_ros.sh and source tools/ros_env.sh", allow_module_level=True)
+import ros_built
 
+ros_built.require()
+
+import rclpy  # noqa: E402
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -48,7 +43,9 @@ from std_srvs.srv import Trigger
 import sam_ros
 from sam_ros import ros_image
 from sam_ros.model import SAM2, get_config, save_checkpoint
+from sam_ros.msg import ObjectTrackArray
 from sam_ros.node import SamRosNode
+from sam_ros.srv import RemoveObject, Segment
 
 W, H = 320, 240
 TIMEOUT = 30.0

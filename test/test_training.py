@@ -1,0 +1,54 @@
+"""The training recipe runs, learns and writes a checkpoint that loads like Meta's; the
+bundled model is the default. Quality on held-out video is the evaluation command's job
+(``python -m sam_ros.training.evaluate``), not a test: see the model card."""
+
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
+from sam_ros.training import train
+from sam_ros.training.synthetic import SceneGenerator, find_photos
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+
+
+def test_bundled_model_is_the_default():
+    model = build_sam2()
+    assert model.config.name == "sam_ros_mini" and model.image_size == 256
+    assert detect_variant(read_state_dict(BUNDLED_CHECKPOINT)) == "sam_ros_mini"
+    assert Path(BUNDLED_CHECKPOINT).stat().st_size < 10 * 2 ** 20
+    # trained, not the zeros a fresh model starts with
+    assert model.no_mem_embed.abs().sum() > 0
+
+
+def test_training_command_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "mini.pt"
+    train.main(["--out", str(out), "--photos", str(PHOTOS), "--steps", "2", "--batch", "1",
+                "--frames", "8", "--workers", "0", "--log-every", "0"])
+    model = build_sam2("auto", checkpoint=out)
+    assert model.config.name == "sam_ros_mini"
+
+
+def test_training_steps_lower_the_loss_on_a_batch():
+    torch.manual_seed(0)
+    model = train.init_for_training(build_sam2("sam_ros_mini")).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = SceneGenerator(find_photos(PHOTOS), size=256)
+    clips = [generator.clip(seed, num_frames=3, num_targets=1, occlusion=False)
+             for seed in (11, 12)]
+    frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
+    truth = torch.stack([torch.from_numpy(c.masks[:, 0]) for c in clips])
+    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0)
+    losses = []
+    for step in range(12):
+        # the same prompts every step: only the weights change
+        rng, points = np.random.default_rng(0), torch.Generator().manual_seed(0)
+        loss, _ = train.clip_loss(model, frames, truth, options, rng, points)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
