@@ -231,8 +231,9 @@ def clip_loss(model, frames, truth, options, rng, generator):
         out = model.predict_masks(model.without_memory(features.embed[rows]),
                                   [h[rows] for h in features.high_res], points, labels,
                                   multimask=model.use_multimask(True, labels.shape[1]))
-        loss, _ = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)))
+        loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)))
         losses.append(loss)
+        ious.append(iou)
 
     # Frame 0: the prompt, maybe a corrective click, then its memory.
     kind = rng.choice(PROMPT_KINDS, p=PROMPT_ODDS)
