@@ -293,6 +293,8 @@ class SamRosNode(LifecycleNode):
             except ros_image.UnsupportedEncoding as e:
                 self._input_error(str(e), "unsupported")
             except Exception as e:  # never let the worker die
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down under a frame in flight
                 self._input_error(f"frame failed: {type(e).__name__}: {e}", "errors")
 
     def _process(self, msg, received):
