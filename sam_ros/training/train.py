@@ -252,6 +252,8 @@ def clip_loss(model, frames, truth, options, rng, generator):
                                                generator)
             out, entry = decode_prompt(model, pix, frame_hr, points, labels, entry, True)
             score(out, 0)
+    if t == 1:  # an image, not a clip: nothing will read a memory
+        return mean_loss_and_iou(losses, ious)
     encode_prompt_memory(model, embed[:, 0], entry)
     bank.set_prompt_entry(0, entry)
 
@@ -282,7 +284,13 @@ def clip_loss(model, frames, truth, options, rng, generator):
             bank.recent[f] = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
                                          low_res=out.low_res_masks, iou=0.0,
                                          features=memory_features)
-    if not losses:  # a one-frame clip prompted by its mask has nothing to learn from
+    return mean_loss_and_iou(losses, ious)
+
+
+def mean_loss_and_iou(losses, ious):
+    """(mean loss, mean IoU of the predictions where the object shows), or (None, None)
+    when nothing was scored (a one-frame clip prompted by its mask)."""
+    if not losses:
         return None, None
     iou = torch.cat(ious)
     return torch.stack(losses).mean(), (iou.mean() if len(iou) else iou.new_zeros(()))
