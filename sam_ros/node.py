@@ -53,7 +53,8 @@ except ImportError:  # pragma: no cover
     cv2 = None
 
 
-def _stamp_key(stamp):
+def stamp_key(stamp):
+    """A header stamp as a hashable (sec, nanosec), the key frames are known by."""
     return (int(stamp.sec), int(stamp.nanosec))
 
 
@@ -308,7 +309,7 @@ class SamRosNode(LifecycleNode):
             if tracker is None:
                 return
             t1 = time.perf_counter()
-            results = tracker.step(rgb, stamp=_stamp_key(msg.header.stamp))
+            results = tracker.step(rgb, stamp=stamp_key(msg.header.stamp))
             t2 = time.perf_counter()
             self._headers[tracker.latest_frame] = msg.header
             while len(self._headers) > tracker.ring_size:
@@ -425,7 +426,7 @@ class SamRosNode(LifecycleNode):
             frame = None
             if req.stamp.sec or req.stamp.nanosec:
                 try:
-                    frame = tracker.frame_for_stamp(_stamp_key(req.stamp))
+                    frame = tracker.frame_for_stamp(stamp_key(req.stamp))
                 except ValueError:
                     ring = [self._headers[i].stamp for i in tracker.ring_frames
                             if i in self._headers]

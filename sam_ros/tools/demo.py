@@ -53,7 +53,7 @@ from std_srvs.srv import Trigger
 
 from sam_ros.drawing import contact_sheet, overlay_image
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
-from sam_ros.node import mask_stats
+from sam_ros.node import mask_stats, stamp_key
 from sam_ros.ros_image import array_to_image, image_to_array
 from sam_ros.srv import Segment
 from sam_ros.tools.prompt_client import call, change_state
@@ -117,10 +117,6 @@ def real_scene(data, frames):
     return Scene("real", np.stack(rgb), click=DOG_CLICK)
 
 
-def _key(stamp):
-    return stamp.sec, stamp.nanosec
-
-
 def wait_for(predicate, timeout):
     """The first true value of ``predicate()`` within ``timeout`` seconds, else None."""
     deadline = time.perf_counter() + timeout
@@ -159,13 +155,13 @@ class Demo:
 
     def _on_tracks(self, msg):
         with self.lock:
-            self.tracks[_key(msg.header.stamp)] = (time.perf_counter(), msg)
+            self.tracks[stamp_key(msg.header.stamp)] = (time.perf_counter(), msg)
 
     def _keep(self, store):
         def keep(msg):
             arr = image_to_array(msg).copy()
             with self.lock:
-                store[_key(msg.header.stamp)] = arr
+                store[stamp_key(msg.header.stamp)] = arr
         return keep
 
     def _on_diagnostics(self, msg):
@@ -197,7 +193,7 @@ class Demo:
                     return
             header = Header(stamp=clock.now().to_msg(), frame_id=FRAME_ID)
             msg = array_to_image(rgb, "rgb8", header)
-            key = _key(header.stamp)
+            key = stamp_key(header.stamp)
             sent[key] = (i, time.perf_counter())
             self.camera.publish(msg)
             if not prompted.is_set():
