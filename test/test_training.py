@@ -6,6 +6,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
@@ -32,7 +33,8 @@ def test_training_command_writes_a_loadable_checkpoint(tmp_path):
     assert model.config.name == "sam_ros_mini"
 
 
-def test_training_steps_lower_the_loss_on_a_batch():
+@pytest.mark.parametrize("pixel_loss", train.PIXEL_LOSSES)
+def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
     torch.manual_seed(0)
     model = train.init_for_training(build_sam2("sam_ros_mini")).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -41,7 +43,7 @@ def test_training_steps_lower_the_loss_on_a_batch():
              for seed in (11, 12)]
     frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
     truth = torch.stack([torch.from_numpy(c.masks[:, 0]) for c in clips])
-    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0)
+    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss)
     losses = []
     for step in range(12):
         # the same prompts every step: only the weights change

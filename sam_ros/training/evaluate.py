@@ -210,10 +210,11 @@ def evaluate(settings, clips):
             for s in settings}
 
 
-def held_out_clips(generator, videos, frames, seed_offset=0):
-    """The held-out clips, made one at a time."""
+def held_out_clips(generator, videos, frames, seed_offset=0, occlusion=True):
+    """The held-out clips, made one at a time (``occlusion`` as ``SceneGenerator.clip``'s;
+    the evaluation's clips all hide a target mid-clip)."""
     for i in range(seed_offset, seed_offset + videos):
-        yield generator.clip(test_seed(i), num_frames=frames, occlusion=True)
+        yield generator.clip(test_seed(i), num_frames=frames, occlusion=occlusion)
 
 
 def compile_image_encoder(model, precision="float32"):

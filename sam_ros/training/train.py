@@ -33,6 +33,10 @@ from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, TRAIN_SEE
 
 # SAM 2's loss weights: focal 20, dice 1, IoU prediction 1, object score 1.
 FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
+# The per-pixel mask losses --pixel-loss offers. SAM 2's focal loss (alpha 0.25) suits a model
+# that already segments; from scratch it holds a model at "all background" for hundreds of
+# steps, where plain cross-entropy + dice climbs at once (see the model card).
+PIXEL_LOSSES = ("bce", "focal")
 # First-frame prompt kinds and how often each is drawn.
 PROMPT_KINDS = ("click", "box", "clicks", "mask")
 PROMPT_ODDS = (0.4, 0.25, 0.2, 0.15)
@@ -144,22 +148,26 @@ def first_prompt(kind, truth, generator):
 # ----------------------------------------------------------------- losses
 
 
-def prediction_loss(out, truth, present):
+def prediction_loss(out, truth, present, pixel_loss="bce"):
     """SAM 2's losses for one prediction of B objects against B x S x S truth masks.
 
-    The mask losses count only the best of the candidate masks and only where the object
-    is present; the object-score loss counts everywhere.
+    The mask losses (``pixel_loss`` per pixel, plus dice) count only the best of the
+    candidate masks and only where the object is present; the object-score loss counts
+    everywhere.
     """
     logits = out.high_res_multimasks
     target = truth[:, None].float().expand_as(logits)
     prob = logits.sigmoid()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    alpha_t = 0.25 * target + 0.75 * (1 - target)
-    focal = (alpha_t * bce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    if pixel_loss == "focal":
+        p_t = prob * target + (1 - prob) * (1 - target)
+        alpha_t = 0.25 * target + 0.75 * (1 - target)
+        pixel = FOCAL_WEIGHT * (alpha_t * bce * (1 - p_t) ** 2).flatten(2).mean(-1)
+    else:
+        pixel = bce.flatten(2).mean(-1)
     inter = (prob * target).flatten(2).sum(-1)
     dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
-    mask_loss = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice
+    mask_loss = pixel + DICE_WEIGHT * dice
     best = mask_loss.argmin(dim=1)
     rows = torch.arange(len(best), device=best.device)
     with torch.no_grad():
@@ -214,7 +222,7 @@ def clip_loss(model, frames, truth, options, rng, generator):
     losses, ious = [], []
 
     def score(out, frame):
-        loss, iou = prediction_loss(out, truth[:, frame], present[:, frame])
+        loss, iou = prediction_loss(out, truth[:, frame], present[:, frame], options.pixel_loss)
         losses.append(loss)
         ious.append(iou[present[:, frame]])
 
@@ -231,7 +239,8 @@ def clip_loss(model, frames, truth, options, rng, generator):
         out = model.predict_masks(model.without_memory(features.embed[rows]),
                                   [h[rows] for h in features.high_res], points, labels,
                                   multimask=model.use_multimask(True, labels.shape[1]))
-        loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)))
+        loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)),
+                                    options.pixel_loss)
         losses.append(loss)
         ious.append(iou)
 
@@ -387,6 +396,9 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--pixel-loss", choices=PIXEL_LOSSES, default="bce",
+                        help="per-pixel mask loss beside dice: cross-entropy, or SAM 2's "
+                             "focal (x20), which suits fine-tuning a model that segments")
     parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     parser.add_argument("--correct-odds", type=float, default=0.5,
                         help="chance of a corrective click on the first / on a later frame")
