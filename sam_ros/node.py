@@ -25,6 +25,7 @@ Services: `~/segment` (sam_ros/Segment), `~/remove` (sam_ros/RemoveObject), `~/r
 """
 
 import collections
+import signal
 import sys
 import threading
 import time
@@ -507,6 +508,9 @@ def main(args=None):
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # A second Ctrl-C must not cut the clean-up short: it would leave the worker inside
+        # torch while the interpreter exits, and the process would abort.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node._stop()
         node.destroy_node()
         rclpy.try_shutdown()

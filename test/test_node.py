@@ -570,3 +570,49 @@ def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
         assert h.node.model is None and h.node._worker is None
     finally:
         h.close()
+
+
+def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
+    """The installed executable in its own process: Ctrl-C while its worker is inside the
+    model, and Ctrl-C again during the clean-up, still end it cleanly (exit status 0)."""
+    import signal
+    import subprocess
+
+    from ament_index_python.packages import get_package_prefix
+    from rclpy.executors import SingleThreadedExecutor
+
+    domain = int(os.environ["ROS_DOMAIN_ID"]) + 2
+    exe = os.path.join(get_package_prefix("sam_ros"), "lib", "sam_ros", "sam_ros_node")
+    # image_size 1024: a frame takes seconds on a CPU, so one is surely in flight
+    proc = subprocess.Popen([exe, "--activate", "--ros-args", "-p", f"checkpoint:={checkpoint}",
+                             "-p", "image_size:=1024"],
+                            env=dict(os.environ, ROS_DOMAIN_ID=str(domain)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    camera = rclpy.create_node("ctrl_c_camera", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(camera)
+    try:
+        tracks = []
+        camera.create_subscription(ObjectTrackArray, "/sam_ros/tracks", tracks.append, 10)
+        pub = camera.create_publisher(Image, "image", qos_profile_sensor_data)
+        image = ros_image.array_to_image(frame_rgb, "rgb8")
+        deadline = time.monotonic() + 120
+        while not tracks and proc.poll() is None and time.monotonic() < deadline:
+            pub.publish(image)
+            executor.spin_once(timeout_sec=0.2)
+        assert tracks, "the node processed no frame"
+        pub.publish(image)  # the worker takes it at once
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        executor.shutdown()
+        camera.destroy_node()
+        rclpy.try_shutdown(context=context)
+    assert proc.returncode == 0 and "Traceback" not in output, output
