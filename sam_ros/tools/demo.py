@@ -223,8 +223,7 @@ def start_node(args, log):
 
 def stop_node(demo, proc, interrupted=False):
     """Lifecycle shutdown, then SIGINT (the node's main returns); after a Ctrl-C, which the
-    node got too, only the wait (a second SIGINT would cut its clean-up short). Forced if
-    it hangs."""
+    node got too, only the wait. Forced if it hangs."""
     if not interrupted and proc.poll() is None:
         change_state(demo.caller, NODE, "shutdown", 10.0)
         proc.send_signal(signal.SIGINT)
