@@ -1,0 +1,71 @@
+"""The bundled sam_ros_mini really segments and tracks: held-out generated scenes (seeds no
+training run draws), scored against their ground truth, with floors that a randomly
+initialised model of the same architecture misses by far (each test scores one too, so it
+can be seen to fail). The floors sit a little under what the committed checkpoint scores
+(0.30 and 0.29; random weights: 0.05 and 0.05); issue 5's targets are far higher (click IoU
+0.8, tracked mean IoU 0.75, hidden frames reported hidden) and not yet met: see the model
+card. These guard against a checkpoint or a code change that loses what the model has.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam_ros.model import SamImagePredictor, build_sam2
+from sam_ros.training.evaluate import (first_frame_clicks, held_out_clips, score_clip,
+                                       track_clip_with_memory)
+from sam_ros.training.metrics import region_similarity
+from sam_ros.training.synthetic import SceneGenerator, find_photos
+from sam_ros.training.train import init_for_training
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"no shared photos at {PHOTOS}")
+
+CLICK_CLIPS = 12  # held-out first frames clicked on
+CLICK_IOU_FLOOR = 0.25  # mean IoU of the best-scoring mask of one interior click
+TRACK_CLIPS = 6  # held-out clips of TRACK_FRAMES frames, each hiding a target mid-clip
+TRACK_FRAMES = 32
+TRACK_IOU_FLOOR = 0.22  # mean J over frames 1.. of every target clicked on frame 0
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return SceneGenerator(find_photos(PHOTOS), size=256)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"bundled": build_sam2(), "random": init_for_training(build_sam2("sam_ros_mini"))}
+
+
+def click_iou(model, clips):
+    """Mean IoU over every fully visible target of the clips' first frames."""
+    predictor = SamImagePredictor(model)
+    ious = []
+    for clip in clips:
+        targets, clicks = first_frame_clicks(clip)
+        predictor.set_image(clip.frames[0])
+        for target, click in zip(targets, clicks):
+            masks, scores, _ = predictor.predict(point_coords=np.array([click], np.float32),
+                                                 point_labels=np.array([1]),
+                                                 multimask_output=True)
+            ious.append(region_similarity(masks[scores.argmax()], clip.masks[0, target]))
+    return float(np.mean(ious))
+
+
+def test_a_click_segments_a_held_out_object(generator, models):
+    clips = list(held_out_clips(generator, CLICK_CLIPS, 1, occlusion=False))
+    scores = {name: click_iou(model, clips) for name, model in models.items()}
+    assert scores["bundled"] >= CLICK_IOU_FLOOR > scores["random"], scores
+
+
+def test_tracking_through_an_occlusion(generator, models):
+    clips = list(held_out_clips(generator, TRACK_CLIPS, TRACK_FRAMES))
+    mean_j = {}
+    for name, model in models.items():
+        scores = [score_clip(clip, track_clip_with_memory(model, clip)) for clip in clips]
+        mean_j[name] = float(np.mean(np.concatenate([s.J.ravel() for s in scores])))
+    assert mean_j["bundled"] >= TRACK_IOU_FLOOR > mean_j["random"], mean_j
