@@ -152,8 +152,8 @@ def prediction_loss(out, truth, present, pixel_loss="bce"):
     """SAM 2's losses for one prediction of B objects against B x S x S truth masks.
 
     The mask losses (``pixel_loss`` per pixel, plus dice) count only the best of the
-    candidate masks and only where the object is present; the object-score loss counts
-    everywhere.
+    candidate masks and only where the object is present, the IoU-prediction loss all the
+    candidates where it is present; the object-score loss counts everywhere.
     """
     logits = out.high_res_multimasks
     target = truth[:, None].float().expand_as(logits)
@@ -174,7 +174,9 @@ def prediction_loss(out, truth, present, pixel_loss="bce"):
         binary = logits > 0
         actual_iou = ((binary & (target > 0)).flatten(2).sum(-1)
                       / (binary | (target > 0)).flatten(2).sum(-1).clamp(min=1))
-    iou_loss = (out.ious.float() - actual_iou).abs()[rows, best]
+    # every candidate's predicted IoU is supervised (SAM 2.1's supervise_all_iou): the
+    # tracker keeps the candidate with the highest, so the ranking must be learnt too
+    iou_loss = (out.ious.float() - actual_iou).abs().mean(dim=1)
     present_f = present.float()
     per_object = (mask_loss[rows, best] + IOU_WEIGHT * iou_loss) * present_f
     score = F.binary_cross_entropy_with_logits(out.object_score_logits[:, 0].float(),
