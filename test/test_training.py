@@ -43,7 +43,8 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
              for seed in (11, 12)]
     frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
     truth = torch.stack([torch.from_numpy(c.masks[:, 0]) for c in clips])
-    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss)
+    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss,
+                                    hidden_weight=1.0)
     losses = []
     for step in range(12):
         # the same prompts every step: only the weights change
@@ -54,3 +55,28 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_clicks_land_inside_their_regions_and_anywhere_when_empty():
+    regions = torch.zeros(3, 8, 8, dtype=torch.bool)
+    regions[0, 2, 5] = regions[0, 6, 1] = True  # two pixels
+    regions[1, 7, 7] = True  # the last pixel
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.stack([train.sample_points(regions, generator) for _ in range(200)])
+    assert {tuple(p) for p in drawn[:, 0].int().tolist()} == {(5, 2), (1, 6)}
+    assert {tuple(p) for p in drawn[:, 1].int().tolist()} == {(7, 7)}
+    assert len({tuple(p) for p in drawn[:, 2].int().tolist()}) > 20  # empty: anywhere
+
+
+def test_hidden_weight_scales_the_object_score_loss_where_the_object_is_absent():
+    out = types.SimpleNamespace(high_res_multimasks=torch.randn(2, 3, 16, 16),
+                                ious=torch.rand(2, 3), object_score_logits=torch.randn(2, 1))
+    truth = torch.zeros(2, 16, 16, dtype=torch.bool)
+    truth[0, 4:9, 4:9] = True
+    present = truth.flatten(1).any(1)  # object 0 shows, object 1 is hidden
+    plain, _ = train.prediction_loss(out, truth, present, hidden_weight=1.0)
+    weighted, _ = train.prediction_loss(out, truth, present, hidden_weight=4.0)
+    hidden_score = torch.nn.functional.binary_cross_entropy_with_logits(
+        out.object_score_logits[1, 0], torch.tensor(0.0))
+    # the loss is a mean over the two objects; only the hidden one's score term grows
+    assert torch.isclose(weighted - plain, 3.0 * hidden_score / 2, atol=1e-5)
