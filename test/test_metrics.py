@@ -120,6 +120,18 @@ def test_one_clip_in_both_modes(clip, model):
             assert prediction.visible is None and "visibility_accuracy" not in summary
 
 
+def test_a_clip_with_nothing_fully_visible_scores_no_targets(model):
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    # held-out clip 30 without a planned occlusion: its one target is 72% visible on frame 0
+    clip = SceneGenerator(find_photos(PHOTOS), size=SIZE).clip(test_seed(30), num_frames=3,
+                                                               occlusion=False)
+    for run in (track_clip_with_memory, segment_clip_without_memory):
+        prediction = run(model, clip)
+        assert prediction.targets == [] and prediction.masks.shape == (3, 0, SIZE, SIZE)
+        assert score_clip(clip, prediction).J.shape == (2, 0)
+
+
 def test_evaluate_renders_markdown(clip, model):
     results = evaluate([Setting("on", model), Setting("off", model, memory=False)], [clip])
     assert set(results) == {"on", "off"}

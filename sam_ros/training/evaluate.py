@@ -93,14 +93,20 @@ def track_clip_with_memory(model, clip, precision="float32"):
         results = tracker.step(frame)
         rows.append([results[i] for i in range(len(targets))])
     seconds = time.perf_counter() - start
-    return ClipPrediction(targets, np.array([[r.mask for r in row] for row in rows], bool),
-                          np.array([[r.visible for r in row] for row in rows], bool), seconds)
+    shape = (len(rows), len(targets))  # kept when there are no targets
+    masks = np.array([[r.mask for r in row] for row in rows], bool)
+    visible = np.array([[r.visible for r in row] for row in rows], bool)
+    return ClipPrediction(targets, masks.reshape(*shape, *clip.frames.shape[1:3]),
+                          visible.reshape(shape), seconds)
 
 
 def segment_clip_without_memory(model, clip, precision="float32"):
     """Memory off: every frame segmented on its own from the first frame's clicks, taking
     the best-scoring of the multimask candidates."""
     targets, clicks = first_frame_clicks(clip)
+    if not targets:  # nothing fully visible to click on: nothing to score
+        return ClipPrediction(targets, np.zeros((len(clip.frames), 0, *clip.frames.shape[1:3]),
+                                                bool), None, 0.0)
     coords = np.array(clicks, np.float32).reshape(len(targets), 1, 2)
     labels = np.ones((len(targets), 1), np.int32)
     rows = np.arange(len(targets))
