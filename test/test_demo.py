@@ -38,9 +38,24 @@ def random_mini(tmp_path_factory):
     return str(path)
 
 
+def frames_lost_in_transport(out):
+    """True when the node received fewer frames than the demo published (figures.json)."""
+    try:
+        fig = json.loads((out / "figures.json").read_text())["scenes"]["generated"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return fig["node"]["frames_in"] < fig["frames_published"]
+
+
 def test_demo_runs_end_to_end(random_mini, tmp_path):
-    r = run_demo(tmp_path, "--frames", "12", "--scenes", "generated",
-                 "--checkpoint", random_mini)
+    args = ("--frames", "12", "--scenes", "generated", "--checkpoint", random_mini)
+    r = run_demo(tmp_path, *args)
+    if r.returncode != 0 and frames_lost_in_transport(tmp_path):
+        # Known flake, cause not yet found: in about 2 of 3 full-suite runs on one machine
+        # (never alone), the node received only 2 of the 12 frames, so no track had the
+        # object. One retry, said aloud; any other failure, or a second loss, fails.
+        print("frames lost between the demo and the node; retrying once:\n" + r.stdout)
+        r = run_demo(tmp_path, *args)
     assert r.returncode == 0, r.stdout + r.stderr
     import cv2
     sheet = cv2.imread(str(tmp_path / "generated.png"))
