@@ -418,8 +418,8 @@ def parse_args(argv=None):
                         help="share of clips whose target is hidden for a few frames mid-clip")
     parser.add_argument("--hidden-weight", type=float, default=1.0,
                         help="weight of the object-score loss on frames where the target is "
-                             "hidden (SAM 2: 1); hidden frames are rare, so without it the "
-                             "score head learns to say 'visible' always")
+                             "hidden (SAM 2: 1). Hidden frames are rare; but 4 on the bundled "
+                             "model made the head say 'hidden' everywhere (model card)")
     parser.add_argument("--workers", type=int, default=1, help="data-generating processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
