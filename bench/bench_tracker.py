@@ -2,6 +2,7 @@
 bfloat16) against Meta's SAM2VideoPredictor, one run, same random weights, same frames.
 
     .venv/bin/python bench/bench_tracker.py [--image-size 1024] [--frames 9] [--timed 3]
+    python bench/bench_tracker.py --skip-oracle --device cuda    # ours alone, on a GPU
 
 The first frames fill the memory bank (6 recent memories + the prompt); only the last
 ``--timed`` frames, with a full bank, are timed.
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from common import describe_machine
-from oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
+from oracle import (VIDEOS, build_oracle, copy_weights, oracle_video_state, randomize_,
+                    read_video_frames)
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker
 
@@ -62,14 +64,24 @@ def main():
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--timed", type=int, default=3)
-    parser.add_argument("--skip-oracle", action="store_true")
+    parser.add_argument("--skip-oracle", action="store_true",
+                        help="time ours alone (the oracle's random weights, drawn the same "
+                             "way, without Meta's package)")
+    parser.add_argument("--device", default="cpu", help="ours only; the oracle runs on CPU")
     args = parser.parse_args()
-    oracle = build_oracle(args.variant, image_size=args.image_size, video=True)
-    model = copy_weights(oracle, SAM2(get_config(args.variant, image_size=args.image_size)))
+    if args.device != "cpu" and not args.skip_oracle:
+        parser.error("the oracle runs on CPU only: add --skip-oracle to time ours on a GPU")
+    ours = SAM2(get_config(args.variant, image_size=args.image_size))
+    if args.skip_oracle:
+        oracle, model = None, randomize_(ours).eval()
+    else:
+        oracle = build_oracle(args.variant, image_size=args.image_size, video=True)
+        model = copy_weights(oracle, ours)
+    model = model.to(args.device)
     frames = read_video_frames(VIDEOS[0], count=args.frames, start=100)
     print(f"{args.variant} at {args.image_size}, {frames[0].shape[1]}x{frames[0].shape[0]} "
           f"real frames, mean of the last {args.timed} of {args.frames - 1} tracked frames, "
-          f"{describe_machine('cpu')}")
+          f"{describe_machine(args.device)}")
     print(f"{'objects':<9}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}{'bf16 x':>9}")
     rows = {}
     with torch.inference_mode():

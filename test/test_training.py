@@ -68,6 +68,33 @@ def test_clicks_land_inside_their_regions_and_anywhere_when_empty():
     assert len({tuple(p) for p in drawn[:, 2].int().tolist()}) > 20  # empty: anywhere
 
 
+def test_noisy_boxes_frame_each_mask_up_to_bounded_noise():
+    truth = torch.zeros(3, 64, 64, dtype=torch.bool)
+    truth[0, 10:20, 30:41] = True  # x 30..40, y 10..19
+    truth[1, 0:64, 5:6] = True  # a one-pixel-wide column
+    truth[2, 50, 60] = True  # a single pixel
+    boxes, labels = train.noisy_boxes(truth, torch.Generator().manual_seed(0))
+    exact = torch.tensor([[30, 10, 40, 19], [5, 0, 5, 63], [60, 50, 60, 50]]).float()
+    assert boxes.shape == (3, 2, 2) and labels.tolist() == [[2, 3]] * 3
+    moved = (boxes.view(3, 4) - exact).abs()
+    assert (moved <= 20).all() and (boxes >= 0).all() and (boxes <= 63).all()
+    assert (moved[0] > 0).all()  # noise scales with the side ...
+    assert torch.equal(boxes.view(3, 4)[2], exact[2])  # ... so a point stays put
+    assert boxes[1, :, 0].tolist() == [5.0, 5.0]  # and so does a column's x
+
+
+def test_frames_encoded_in_chunks_match_one_pass(monkeypatch):
+    model = build_sam2("sam_ros_mini").eval()
+    images = torch.randn(5, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        whole = model.encode_image(images)
+        monkeypatch.setattr(train, "ENCODE_CHUNK", 2)
+        chunked = train.encode_frames(model, images)
+    for a, b in [(whole.embed, chunked.embed), (whole.pos, chunked.pos),
+                 *zip(whole.high_res, chunked.high_res)]:
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
 def test_hidden_weight_scales_the_object_score_loss_where_the_object_is_absent():
     out = types.SimpleNamespace(high_res_multimasks=torch.randn(2, 3, 16, 16),
                                 ious=torch.rand(2, 3), object_score_logits=torch.randn(2, 1))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..model import build_sam2, save_checkpoint
+from ..model.sam2 import ImageFeatures
 from ..model.transforms import PIXEL_MEAN, PIXEL_STD
 from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
 from ..tracker.streaming import PREV_LOGIT_LIMIT
@@ -40,6 +41,10 @@ PIXEL_LOSSES = ("bce", "focal")
 # First-frame prompt kinds and how often each is drawn.
 PROMPT_KINDS = ("click", "box", "clicks", "mask")
 PROMPT_ODDS = (0.4, 0.25, 0.2, 0.15)
+# Frames the image encoder takes in one pass. On an H200 the encoder's attention failed
+# ("CUDA error: invalid argument") at 1,024 frames of 256 px: its first stage then attends in
+# 65,536 windows of 8 x 8, one more than a CUDA grid dimension allows. 512 frames ran.
+ENCODE_CHUNK = 512
 # Parameters that the model builds as zeros (a checkpoint fills them); training starts them
 # as SAM 2 does, from a truncated normal.
 ZERO_BUILT = ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr",
@@ -121,17 +126,23 @@ def corrective_clicks(predicted, truth, generator):
 
 
 def noisy_boxes(truth, generator):
-    """Ground-truth boxes with corners moved by up to 10% of the box side (max 20 px), as
-    box corner points (labels 2, 3). Returns B x 2 x 2, B x 2."""
-    boxes = []
+    """Ground-truth boxes with each corner moved by Gaussian noise of 10% of the box side
+    (at most 20 px), as box corner points (labels 2, 3). Returns B x 2 x 2, B x 2. Batched, with no per-object
+    loop: on a GPU each object's ``nonzero`` would wait for the device."""
     size = truth.shape[-1]
-    for mask in truth:
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        box = torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
-        side = (box[2:] - box[:2]).repeat(2)
-        noise = torch.randn(4, generator=generator, device=truth.device) * 0.1 * side
-        boxes.append((box + noise.clamp(-20, 20)).clamp(0, size - 1))
-    boxes = torch.stack(boxes)
+    coords = torch.arange(size, device=truth.device)
+
+    def extent(occupied):  # first and last occupied index along the last axis
+        first = torch.where(occupied, coords, size).amin(-1)
+        last = torch.where(occupied, coords, -1).amax(-1)
+        return first, last
+
+    x0, x1 = extent(truth.any(dim=1))
+    y0, y1 = extent(truth.any(dim=2))
+    box = torch.stack([x0, y0, x1, y1], dim=1).float()
+    side = (box[:, 2:] - box[:, :2]).repeat(1, 2)
+    noise = torch.randn(box.shape, generator=generator, device=truth.device) * 0.1 * side
+    boxes = (box + noise.clamp(-20, 20)).clamp(0, size - 1)
     labels = torch.tensor([[2, 3]], device=truth.device).expand(len(boxes), 2)
     return boxes.view(-1, 2, 2), labels.int()
 
@@ -218,10 +229,20 @@ def encode_prompt_memory(model, embed, entry):
     entry.features, _ = model.encode_memory(embed, high_res, entry.score, binarize=True)
 
 
+def encode_frames(model, images):
+    """``model.encode_image`` over any number of images, ``ENCODE_CHUNK`` at a time."""
+    parts = [model.encode_image(chunk) for chunk in images.split(ENCODE_CHUNK)]
+    if len(parts) == 1:
+        return parts[0]
+    return ImageFeatures(embed=torch.cat([p.embed for p in parts]),
+                         pos=torch.cat([p.pos for p in parts]),
+                         high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts))])
+
+
 def clip_loss(model, frames, truth, options, rng, generator):
     """Loss of one batch of clips (B x T x S x S x 3 uint8, truth B x T x S x S)."""
     b, t = truth.shape[:2]
-    features = model.encode_image(normalise(frames.flatten(0, 1)))
+    features = encode_frames(model, normalise(frames.flatten(0, 1)))
     per_frame = lambda x: x.unflatten(0, (b, t))  # noqa: E731
     embed, pos = per_frame(features.embed), per_frame(features.pos)
     high_res = [per_frame(h) for h in features.high_res]
@@ -238,11 +259,13 @@ def clip_loss(model, frames, truth, options, rng, generator):
     # Every frame where the object shows is also an image to segment from a click of its
     # own (SAM 2 trains on images beside videos): the dense signal that teaches a model
     # from scratch where a click points, long before its memory is of any use.
-    shown = present.flatten()
-    if options.image_odds > 0 and bool(shown.any()):
-        rows = shown & (torch.rand(len(shown), generator=generator, device=shown.device)
-                        < options.image_odds)
-        rows = rows if bool(rows.any()) else shown
+    # A fixed share of the frames (all the shown ones when fewer show), so that the batch
+    # keeps its size from step to step: on a GPU each new size costs new kernel plans.
+    shown = torch.nonzero(present.flatten()).squeeze(1)
+    count = min(len(shown), max(1, round(options.image_odds * b * t)))
+    if options.image_odds > 0 and count > 0:
+        order = torch.randperm(len(shown), generator=generator, device=shown.device)
+        rows = shown[order[:count]]
         image_truth = truth.flatten(0, 1)[rows]
         points, labels = first_prompt(rng.choice(PROMPT_KINDS[:3]), image_truth, generator)
         out = model.predict_masks(model.without_memory(features.embed[rows]),
@@ -325,6 +348,15 @@ def learning_rate(options, progress):
     return options.lr * (0.01 + 0.99 * cosine)
 
 
+def configure_device(device):
+    """Backend choices for training on ``device``. On CUDA, cuDNN's attention is switched off
+    (PyTorch then takes its flash or memory-efficient kernels): on an H200 with PyTorch
+    2.11 its backward failed ("mha_graph.execute ... is_good()") at 128 clips x 8 frames,
+    and it spent ~2 ms of CPU per call building plans."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def train(options):
     torch.manual_seed(options.seed)
     device = torch.device(options.device)
@@ -341,8 +373,8 @@ def train(options):
                         persistent_workers=options.workers > 0)
     rng = np.random.default_rng(options.seed)
     generator = torch.Generator(device=device).manual_seed(options.seed)
+    configure_device(device)
     use_bf16 = device.type == "cuda"
-    torch.backends.cudnn.benchmark = use_bf16
     budget = options.minutes * 60.0
     start = last_save = last_log = time.monotonic()
     step, seen, loss_sum, iou_sum, count = 0, 0, 0.0, 0.0, 0
