@@ -12,9 +12,11 @@ Lifecycle:
 Threading: the subscription callback only stores the newest message in a one-slot mailbox
 (an unprocessed message it replaces is counted as dropped: nothing queues without bound). A
 worker thread converts the image, runs the tracker and publishes. Every tracker call holds
-one lock, so a service call is answered between two frames, on the frame it names. Services
-are answered on a separate callback group, so the camera callback keeps running meanwhile
-(spin with a MultiThreadedExecutor, as main() does).
+one lock, so a service call is answered between two frames, on the frame it names. The camera
+callback and the services have callback groups of their own, and the diagnostics timer never
+waits for the lock, so a tracker call that takes seconds (a big frame on a CPU, a prompt
+that catches up through the ring) delays no camera callback: frames go on being counted and
+the newest waits in the mailbox (spin with a MultiThreadedExecutor, as main() does).
 
 Topics (relative names, remap them): in `image` (sensor_msgs/Image) or `image/compressed`
 (sensor_msgs/CompressedImage, parameter input_transport); out `~/tracks`
@@ -107,7 +109,9 @@ class SamRosNode(LifecycleNode):
         self._timer = None
         self._headers = collections.OrderedDict()  # frame index -> header, the tracker's ring
         self._next_id = 1
+        self._objects = []  # object ids, as the last diagnostics saw them
         self._reset_counters()
+        self._camera_group = MutuallyExclusiveCallbackGroup()
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=group)
         self.create_service(RemoveObject, "~/remove", self._on_remove, callback_group=group)
@@ -198,10 +202,12 @@ class SamRosNode(LifecycleNode):
         self._reset_counters()
         if self._param("input_transport") == "compressed":
             self._sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._on_image, qos_profile_sensor_data)
+                                                 self._on_image, qos_profile_sensor_data,
+                                                 callback_group=self._camera_group)
         else:
             self._sub = self.create_subscription(Image, "image", self._on_image,
-                                                 qos_profile_sensor_data)
+                                                 qos_profile_sensor_data,
+                                                 callback_group=self._camera_group)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="sam_ros_worker", daemon=True)
         self._worker.start()
@@ -358,8 +364,14 @@ class SamRosNode(LifecycleNode):
         if pub is None:
             return
         s = self.stats
-        with self._lock:
-            objects = self.tracker.object_ids if self.tracker is not None else []
+        # the object ids now, or as last seen while a tracker call holds the lock: waiting
+        # for it would hold up this timer's callback group for the length of the call
+        if self._lock.acquire(blocking=False):
+            try:
+                self._objects = list(self.tracker.object_ids) if self.tracker is not None else []
+            finally:
+                self._lock.release()
+        objects = self._objects
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if s["errors"] == 0 else DiagnosticStatus.WARN,
             name=f"{self.get_name()}: SAM 2 tracker",
