@@ -61,7 +61,10 @@ def main():
     for batch in (int(b) for b in args.batches.split(",")):
         frames, truth = (t.to(device) for t in make_batch(stream, batch))
         rng, generator = np.random.default_rng(0), torch.Generator(device).manual_seed(0)
-        step = lambda: one_step(model, optimizer, frames, truth, options, rng, generator)  # noqa: E731
+
+        def step():
+            return one_step(model, optimizer, frames, truth, options, rng, generator)
+
         step()  # warm-up: allocator, kernels' first launches
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
