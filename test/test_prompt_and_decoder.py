@@ -194,6 +194,21 @@ def test_sam2_tiny_heads_match_reference(sam2_heads, features, case):
                            run_heads(pe, md, *features, **kwargs))
 
 
+@pytest.mark.parametrize("case", ["batch3_repeat_multimask", "batch2_repeat_masks",
+                                  "batch2_repeat_many_clicks"])
+def test_all_prompts_upscaled_at_once_match_reference(heads, features, case):
+    """The GPU's way (one batched upscaling pass for every prompt set), checked here on CPU."""
+    ref_pe, ref_md, pe, md = heads
+    kwargs = _case(case)
+    md.per_prompt_upscaling = False
+    try:
+        with torch.no_grad():
+            assert_heads_match(run_heads(ref_pe, ref_md, *features, **kwargs),
+                               run_heads(pe, md, *features, **kwargs))
+    finally:
+        md.per_prompt_upscaling = None
+
+
 def test_separate_images_without_repeat(heads, features):
     """B prompt sets over B different images (the tracker's per-object memory-conditioned
     features), repeat_image=False; high-res features per image too."""

@@ -285,6 +285,12 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+        # How B > 1 prompt sets are upscaled into masks: one at a time (True), all at once
+        # (False), or by device (None): one at a time on a CPU, where per-prompt passes
+        # stay cache-sized, all at once elsewhere, where a loop launches every kernel once
+        # per prompt set: a training step of 8 clips dispatched 133k operators one at a
+        # time and 79k at once (1 clip: 81k), and a GPU step is bound by that count.
+        self.per_prompt_upscaling = None
 
     def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                 dense_prompt_embeddings, multimask_output, repeat_image,
@@ -349,7 +355,10 @@ class MaskDecoder(nn.Module):
 
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i])
                                 for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        if b == 1:
+        per_prompt = self.per_prompt_upscaling
+        if per_prompt is None:
+            per_prompt = image_tokens.device.type == "cpu"
+        if b == 1 or not per_prompt:
             masks = self._masks_from_image_tokens(image_tokens, h, w, hyper_in, high_res_features)
         else:
             # One prompt set at a time: the upscaled maps are 8x the image tokens' size, and
