@@ -200,14 +200,11 @@ class SamRosNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._reset_counters()
-        if self._param("input_transport") == "compressed":
-            self._sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._on_image, qos_profile_sensor_data,
-                                                 callback_group=self._camera_group)
-        else:
-            self._sub = self.create_subscription(Image, "image", self._on_image,
-                                                 qos_profile_sensor_data,
-                                                 callback_group=self._camera_group)
+        msg_type, topic = ((CompressedImage, "image/compressed")
+                           if self._param("input_transport") == "compressed" else (Image, "image"))
+        self._sub = self.create_subscription(msg_type, topic, self._on_image,
+                                             qos_profile_sensor_data,
+                                             callback_group=self._camera_group)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="sam_ros_worker", daemon=True)
         self._worker.start()
