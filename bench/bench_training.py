@@ -28,17 +28,6 @@ def make_batch(stream, batch):
     return torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
 
 
-def one_step(model, optimizer, frames, truth, options, rng, generator):
-    with torch.autocast(frames.device.type, dtype=torch.bfloat16,
-                        enabled=frames.device.type == "cuda"):
-        loss, _ = train.clip_loss(model, frames, truth, options, rng, generator)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
-    optimizer.step()
-    return loss.item()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -63,7 +52,8 @@ def main():
         rng, generator = np.random.default_rng(0), torch.Generator(device).manual_seed(0)
 
         def step():
-            return one_step(model, optimizer, frames, truth, options, rng, generator)
+            loss, _ = train.train_step(model, optimizer, frames, truth, options, rng, generator)
+            return loss.item()  # waits for the device
 
         step()  # warm-up: allocator, kernels' first launches
         if device.type == "cuda":

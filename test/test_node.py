@@ -499,7 +499,7 @@ def test_the_camera_is_heard_while_the_tracker_is_busy(ros, frame_rgb):
     # best-effort may lose a frame or two on a loaded machine, not the 25 that a blocked
     # callback loses (the reader keeps the last 5)
     assert heard >= sent - 3, (heard, ros.node.stats)
-    header, _ = ros.publish_and_wait(frame_rgb)  # and the node goes on
+    ros.publish_and_wait(frame_rgb)  # and the node goes on
 
 
 def test_prompt_client(ros, tmp_path):

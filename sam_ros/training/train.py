@@ -359,6 +359,21 @@ def configure_device(device):
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
+def train_step(model, optimizer, frames, truth, options, rng, generator):
+    """One optimiser step on a batch of clips (bfloat16 autocast on CUDA): the (loss, IoU)
+    tensors, or (None, None) when nothing was scored."""
+    cuda = frames.device.type == "cuda"
+    with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=cuda):
+        loss, iou = clip_loss(model, frames, truth, options, rng, generator)
+    if loss is None:
+        return None, None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
+    optimizer.step()
+    return loss, iou
+
+
 def train(options):
     torch.manual_seed(options.seed)
     device = torch.device(options.device)
@@ -376,7 +391,6 @@ def train(options):
     rng = np.random.default_rng(options.seed)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     configure_device(device)
-    use_bf16 = device.type == "cuda"
     budget = options.minutes * 60.0
     start = last_save = last_log = time.monotonic()
     step, seen, loss_sum, iou_sum, count = 0, 0, 0.0, 0.0, 0
@@ -395,15 +409,10 @@ def train(options):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(options, progress)
         frames, truth = frames.to(device, non_blocking=True), truth.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, iou = clip_loss(model, frames, truth, options, rng, generator)
+        loss, iou = train_step(model, optimizer, frames, truth, options, rng, generator)
         if loss is None:
             fetched = time.monotonic()
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
-        optimizer.step()
         step += 1
         seen += len(truth)
         loss_sum, iou_sum, count = loss_sum + loss.item(), iou_sum + iou.item(), count + 1
