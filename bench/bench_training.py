@@ -45,7 +45,7 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     stream = iter(train.ClipStream(options.photo_files, model.image_size, args.frames, seed=0))
     print(f"{model.config.name}, {args.frames} frames per clip, image loss on "
-          f"{options.image_odds:.0%} of frames, {describe_machine(device)}")
+          f"{options.image_odds:.0%} of frame x target slots, {describe_machine(device)}")
     print(f"{'clips':>6}{'s/step':>9}{'frames/s':>10}{'ops/step':>10}{'peak GiB':>10}")
     for batch in (int(b) for b in args.batches.split(",")):
         frames, truth = (t.to(device) for t in make_batch(stream, batch))

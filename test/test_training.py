@@ -11,7 +11,7 @@ import torch
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
 from sam_ros.training import train
-from sam_ros.training.synthetic import SceneGenerator, find_photos
+from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 
@@ -42,14 +42,14 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
     clips = [generator.clip(seed, num_frames=3, num_targets=1, occlusion=False)
              for seed in (11, 12)]
     frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
-    truth = torch.stack([torch.from_numpy(c.masks[:, 0]) for c in clips])
+    targets = torch.stack([torch.from_numpy(c.masks) for c in clips])
     options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss,
                                     hidden_weight=1.0)
     losses = []
     for step in range(12):
         # the same prompts every step: only the weights change
         rng, points = np.random.default_rng(0), torch.Generator().manual_seed(0)
-        loss, _ = train.clip_loss(model, frames, truth, options, rng, points)
+        loss, _ = train.clip_loss(model, frames, targets, options, rng, points)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -107,3 +107,16 @@ def test_hidden_weight_scales_the_object_score_loss_where_the_object_is_absent()
         out.object_score_logits[1, 0], torch.tensor(0.0))
     # the loss is a mean over the two objects; only the hidden one's score term grows
     assert torch.isclose(weighted - plain, 3.0 * hidden_score / 2, atol=1e-5)
+
+
+def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
+    stream = iter(train.ClipStream(find_photos(PHOTOS), 64, frames=3, seed=0))
+    for _ in range(6):
+        frames, masks = next(stream)
+        assert frames.shape == (3, 64, 64, 3) and masks.shape == (3, MAX_TARGETS, 64, 64)
+        assert masks[0, 0].any()  # the tracked target shows where it is prompted
+        shown = masks.flatten(2).any(-1).any(0)  # targets that show on some frame
+        # the clip's real targets come first; the padding is empty on every frame
+        assert not (~shown[:-1] & shown[1:]).any(), shown
+        # targets are disjoint: a pixel shows one object, the front one
+        assert int(masks.sum(1).max()) <= 1

@@ -24,6 +24,7 @@ PHOTOS_ENV = "SAM_ROS_PHOTOS"
 CHECKOUT_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "images"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
+MAX_TARGETS = 3  # targets a clip draws when not told how many
 MIN_EVENT_FRAMES = 8  # frame 0 seen, a transition, 2 hidden frames, a transition, 3 seen again
 _EDGE = 2.0  # px kept between outlines that must (not) overlap, more than rasterising moves them
 _TEX = 128  # side of the generated object textures
@@ -172,7 +173,7 @@ class SceneGenerator:
     def clip(self, seed, num_frames=8, num_targets=None, occlusion=None):
         """The clip named by ``seed``.
 
-        ``num_targets``: None draws 1..3. ``occlusion``: None draws the events; True makes
+        ``num_targets``: None draws 1..``MAX_TARGETS``. ``occlusion``: None draws the events; True makes
         target 0 fully visible on frame 0, then fully hidden (behind a slab or out of frame)
         for 2..6 frames, then visible (> 0.5) on at least 3 later frames; False keeps target
         0's visibility >= 0.5 on every frame.
@@ -185,7 +186,7 @@ class SceneGenerator:
         if num_targets is not None and num_targets < 1:
             raise ValueError(f"num_targets must be >= 1, got {num_targets}")
         rng = np.random.default_rng(int(seed))
-        num_targets = int(rng.integers(1, 4)) if num_targets is None else int(num_targets)
+        num_targets = int(rng.integers(1, MAX_TARGETS + 1)) if num_targets is None else int(num_targets)
         background = self._background(rng, num_frames)
         for _ in range(_ATTEMPTS):
             scene = self._scene(rng, num_frames, num_targets, occlusion, background)

@@ -1,6 +1,7 @@
 """Train a small SAM 2 on generated video: SAM 2's training recipe in miniature.
 
-Each step takes a batch of generated clips (one target object per clip). The first frame is
+Each step takes a batch of generated clips (one tracked target per clip; the clip's other
+targets are segmented as images on some frames, with the tracked one). The first frame is
 prompted from the ground truth (one click, a few clicks, a box or the mask itself), with a
 corrective click half of the time; the rest of the clip is tracked through memory attention
 with the tracker's own memory bank and selection; one later frame may get a corrective
@@ -29,8 +30,8 @@ from ..model.sam2 import ImageFeatures
 from ..model.transforms import PIXEL_MEAN, PIXEL_STD
 from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
 from ..tracker.streaming import PREV_LOGIT_LIMIT
-from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, TRAIN_SEED_LIMIT,
-                        SceneGenerator, find_photos)
+from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
+                        TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
 
 # SAM 2's loss weights: focal 20, dice 1, IoU prediction 1, object score 1.
 FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
@@ -54,9 +55,10 @@ ZERO_BUILT = ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr"
 
 
 class ClipStream(IterableDataset):
-    """An endless stream of training clips, ``(frames T x S x S x 3 uint8, mask T x S x S)``
-    for one target each, from training seeds only. Worker ``w`` draws its seeds from a
-    generator seeded with ``(seed, w)``, so a run is reproducible for a given worker count."""
+    """An endless stream of training clips, ``(frames T x S x S x 3 uint8, masks T x K x S x S)``
+    from training seeds only, K = ``MAX_TARGETS``: the target to track first, then the
+    clip's other targets, then empty masks. Worker ``w`` draws its seeds from a generator
+    seeded with ``(seed, w)``, so a run is reproducible for a given worker count."""
 
     def __init__(self, photos, size, frames, seed, occlusion_odds=0.3):
         self.photos, self.size, self.frames = photos, size, frames
@@ -77,7 +79,10 @@ class ClipStream(IterableDataset):
             if len(candidates) == 0:
                 continue
             target = int(rng.choice(candidates))
-            yield torch.from_numpy(clip.frames), torch.from_numpy(clip.masks[:, target])
+            order = [target] + [k for k in range(clip.masks.shape[1]) if k != target]
+            masks = np.zeros((self.frames, MAX_TARGETS, self.size, self.size), bool)
+            masks[:, :len(order)] = clip.masks[:, order]
+            yield torch.from_numpy(clip.frames), torch.from_numpy(masks)
 
 
 def init_for_training(model):
@@ -241,9 +246,12 @@ def encode_frames(model, images):
                          high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts))])
 
 
-def clip_loss(model, frames, truth, options, rng, generator):
-    """Loss of one batch of clips (B x T x S x S x 3 uint8, truth B x T x S x S)."""
-    b, t = truth.shape[:2]
+def clip_loss(model, frames, targets, options, rng, generator):
+    """Loss of one batch of clips (B x T x S x S x 3 uint8) with the masks of their targets
+    (B x T x K x S x S): target 0 is tracked through the clip, and every target is
+    segmented as an image on some of the frames where it shows."""
+    b, t = targets.shape[:2]
+    truth = targets[:, :, 0]
     features = encode_frames(model, normalise(frames.flatten(0, 1)))
     per_frame = lambda x: x.unflatten(0, (b, t))  # noqa: E731
     embed, pos = per_frame(features.embed), per_frame(features.pos)
@@ -258,20 +266,23 @@ def clip_loss(model, frames, truth, options, rng, generator):
         losses.append(loss)
         ious.append(iou[present[:, frame]])
 
-    # Every frame where the object shows is also an image to segment from a click of its
-    # own (SAM 2 trains on images beside videos): the dense signal that teaches a model
-    # from scratch where a click points, long before its memory is of any use.
-    # A fixed share of the frames (all the shown ones when fewer show), so that the batch
+    # Every (frame, target) pair where the target shows is also an image to segment from a
+    # prompt of its own (SAM 2 trains on images beside videos, several masks per image): the
+    # dense signal that teaches a model from scratch where a prompt points, long before its
+    # memory is of any use, for the price of a decode (the frame is encoded anyway). A fixed
+    # share of the B x T x K slots (all the shown pairs when fewer show), so that the batch
     # keeps its size from step to step: on a GPU each new size costs new kernel plans.
-    shown = torch.nonzero(present.flatten()).squeeze(1)
-    count = min(len(shown), max(1, round(options.image_odds * b * t)))
+    slots = targets.flatten(0, 2)
+    shown = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
+    count = min(len(shown), max(1, round(options.image_odds * len(slots))))
     if options.image_odds > 0 and count > 0:
         order = torch.randperm(len(shown), generator=generator, device=shown.device)
         rows = shown[order[:count]]
-        image_truth = truth.flatten(0, 1)[rows]
+        image_truth = slots[rows]
+        frame_rows = rows // targets.shape[2]
         points, labels = first_prompt(rng.choice(PROMPT_KINDS[:3]), image_truth, generator)
-        out = model.predict_masks(model.without_memory(features.embed[rows]),
-                                  [h[rows] for h in features.high_res], points, labels,
+        out = model.predict_masks(model.without_memory(features.embed[frame_rows]),
+                                  [h[frame_rows] for h in features.high_res], points, labels,
                                   multimask=model.use_multimask(True, labels.shape[1]))
         loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)),
                                     options.pixel_loss)
@@ -456,7 +467,9 @@ def parse_args(argv=None):
     parser.add_argument("--correct-odds", type=float, default=0.5,
                         help="chance of a corrective click on the first / on a later frame")
     parser.add_argument("--image-odds", type=float, default=0.5,
-                        help="share of frames also segmented from a click without memory")
+                        help="share of the frame x target slots (%d per frame; empty ones "
+                             "are never drawn) also segmented from a prompt without memory"
+                             % MAX_TARGETS)
     parser.add_argument("--occlusion-odds", type=float, default=0.3,
                         help="share of clips whose target is hidden for a few frames mid-clip")
     parser.add_argument("--hidden-weight", type=float, default=1.0,
