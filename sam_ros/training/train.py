@@ -5,8 +5,9 @@ targets are segmented as images on some frames, with the tracked one). The first
 prompted from the ground truth (one click, a few clicks, a box or the mask itself), with a
 corrective click half of the time; the rest of the clip is tracked through memory attention
 with the tracker's own memory bank and selection; one later frame may get a corrective
-click and become a conditioning frame, as in SAM 2. Every prediction is scored with focal +
-dice mask losses (on the best of the candidate masks), an IoU-prediction loss and an
+click and become a conditioning frame, as in SAM 2. Every prediction is scored with cross-entropy
+(or SAM 2's focal, ``--pixel-loss focal``) + dice mask losses (on the best of the candidate
+masks), an IoU-prediction loss and an
 object-score loss, and the sum is back-propagated through the whole clip.
 
     python -m sam_ros.training.train --out sam_ros_mini.pt --minutes 50
