@@ -114,3 +114,40 @@ def test_correction_click_matches_reference(frames, tmp_path):
                 compare(tracker.step(frames[frame_idx]), obj_ids, masks, frame_idx, errors)
     assert len(errors) == 2 * (NUM_FRAMES - 1) + 1
     print(f"correction: max error {max(errors):.2e}")
+
+
+def test_objects_leaving_and_coming_back_match_reference(frames, tmp_path):
+    """Two objects tracked over 16 frames; on frames 6-9 a forward hook on the mask decoder
+    (the same on both sides) pushes their object scores to "absent", as the heads of a
+    trained model do when an object leaves the view (random heads cannot see it leave), and
+    to "present" on the other frames. Both sides must blank the masks of the absent frames,
+    carry the absence into memory (the no-object pointer and spatial embedding) and pick
+    the objects up again from frame 10, frame for frame."""
+    oracle, model = make_pair("sam2.1_hiera_t")
+    away, count = range(6, 10), 16
+    shift = {"logit": 10.0}  # the score offset of the frame being decoded
+    for decoder in (oracle.sam_mask_decoder, model.sam_mask_decoder):
+        decoder.register_forward_hook(lambda module, inputs, out: (*out[:3], out[3] + shift["logit"]))
+    prompts = prompts_for(frames)[:2]
+    clip = frames[:count]
+    errors, visible = [], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = oracle_video_state(oracle, clip, IMAGE_SIZE, tmp_path / "frames")
+        tracker = StreamingTracker(model)
+        tracker.step(clip[0])
+        for obj_id, prompt in prompts:
+            oracle_prompt(oracle, state, 0, obj_id, prompt)
+            tracker.add_prompt(obj_id, **prompt)
+        for frame_idx, obj_ids, masks in oracle.propagate_in_video(state):
+            if frame_idx:
+                results = tracker.step(clip[frame_idx])
+                compare(results, obj_ids, masks, frame_idx, errors)
+                visible[frame_idx] = [(r.visible, bool(r.mask.any())) for r in results.values()]
+            # the oracle decodes the next frame when the loop asks for it
+            shift["logit"] = -10.0 if frame_idx + 1 in away else 10.0
+    assert len(errors) == 2 * (count - 1)
+    for frame_idx, flags in visible.items():
+        expected = (frame_idx not in away,) * 2
+        assert flags == [expected, expected], f"frame {frame_idx}: {flags}"
+    print(f"leave and return: max error {max(errors):.2e}")
