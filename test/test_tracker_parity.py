@@ -50,6 +50,17 @@ def oracle_prompt(predictor, state, frame_idx, obj_id, prompt, clear=True):
         clear_old_points=clear)
 
 
+def start_both(oracle, model, clip, prompts, folder):
+    """The reference's video state and our tracker, both prompted on frame 0."""
+    state = oracle_video_state(oracle, clip, IMAGE_SIZE, folder)
+    tracker = StreamingTracker(model)
+    tracker.step(clip[0])
+    for obj_id, prompt in prompts:
+        oracle_prompt(oracle, state, 0, obj_id, prompt)
+        tracker.add_prompt(obj_id, **prompt)
+    return state, tracker
+
+
 def compare(ours_results, obj_ids, oracle_masks, frame_idx, errors):
     for i, obj_id in enumerate(obj_ids):
         theirs = oracle_masks[i, 0].float().numpy()
@@ -97,12 +108,7 @@ def test_correction_click_matches_reference(frames, tmp_path):
     errors = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        state = oracle_video_state(oracle, frames, IMAGE_SIZE, tmp_path / "frames")
-        tracker = StreamingTracker(model)
-        tracker.step(frames[0])
-        for obj_id, prompt in prompts:
-            oracle_prompt(oracle, state, 0, obj_id, prompt)
-            tracker.add_prompt(obj_id, **prompt)
+        state, tracker = start_both(oracle, model, frames, prompts, tmp_path / "frames")
         for frame_idx, obj_ids, masks in oracle.propagate_in_video(state, max_frame_num_to_track=k):
             if frame_idx:
                 compare(tracker.step(frames[frame_idx]), obj_ids, masks, frame_idx, errors)
@@ -127,18 +133,14 @@ def test_objects_leaving_and_coming_back_match_reference(frames, tmp_path):
     away, count = range(6, 10), 16
     shift = {"logit": 10.0}  # the score offset of the frame being decoded
     for decoder in (oracle.sam_mask_decoder, model.sam_mask_decoder):
-        decoder.register_forward_hook(lambda module, inputs, out: (*out[:3], out[3] + shift["logit"]))
+        decoder.register_forward_hook(
+            lambda module, inputs, out: (*out[:3], out[3] + shift["logit"]))
     prompts = prompts_for(frames)[:2]
     clip = frames[:count]
     errors, visible = [], {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        state = oracle_video_state(oracle, clip, IMAGE_SIZE, tmp_path / "frames")
-        tracker = StreamingTracker(model)
-        tracker.step(clip[0])
-        for obj_id, prompt in prompts:
-            oracle_prompt(oracle, state, 0, obj_id, prompt)
-            tracker.add_prompt(obj_id, **prompt)
+        state, tracker = start_both(oracle, model, clip, prompts, tmp_path / "frames")
         for frame_idx, obj_ids, masks in oracle.propagate_in_video(state):
             if frame_idx:
                 results = tracker.step(clip[frame_idx])
