@@ -173,10 +173,10 @@ class SceneGenerator:
     def clip(self, seed, num_frames=8, num_targets=None, occlusion=None):
         """The clip named by ``seed``.
 
-        ``num_targets``: None draws 1..``MAX_TARGETS``. ``occlusion``: None draws the events; True makes
-        target 0 fully visible on frame 0, then fully hidden (behind a slab or out of frame)
-        for 2..6 frames, then visible (> 0.5) on at least 3 later frames; False keeps target
-        0's visibility >= 0.5 on every frame.
+        ``num_targets``: None draws 1..``MAX_TARGETS``. ``occlusion``: None draws the events;
+        True makes target 0 fully visible on frame 0, then fully hidden (behind a slab or out
+        of frame) for 2..6 frames, then visible (> 0.5) on at least 3 later frames; False
+        keeps target 0's visibility >= 0.5 on every frame.
         """
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -186,7 +186,9 @@ class SceneGenerator:
         if num_targets is not None and num_targets < 1:
             raise ValueError(f"num_targets must be >= 1, got {num_targets}")
         rng = np.random.default_rng(int(seed))
-        num_targets = int(rng.integers(1, MAX_TARGETS + 1)) if num_targets is None else int(num_targets)
+        if num_targets is None:
+            num_targets = int(rng.integers(1, MAX_TARGETS + 1))
+        num_targets = int(num_targets)
         background = self._background(rng, num_frames)
         for _ in range(_ATTEMPTS):
             scene = self._scene(rng, num_frames, num_targets, occlusion, background)
