@@ -48,11 +48,11 @@ def main():
           f"{options.image_odds:.0%} of frame x target slots, {describe_machine(device)}")
     print(f"{'clips':>6}{'s/step':>9}{'frames/s':>10}{'ops/step':>10}{'peak GiB':>10}")
     for batch in (int(b) for b in args.batches.split(",")):
-        frames, truth = (t.to(device) for t in make_batch(stream, batch))
+        frames, targets = (t.to(device) for t in make_batch(stream, batch))
         rng, generator = np.random.default_rng(0), torch.Generator(device).manual_seed(0)
 
         def step():
-            loss, _ = train.train_step(model, optimizer, frames, truth, options, rng, generator)
+            loss, _ = train.train_step(model, optimizer, frames, targets, options, rng, generator)
             return loss.item()  # waits for the device
 
         step()  # warm-up: allocator, kernels' first launches

@@ -371,12 +371,12 @@ def configure_device(device):
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
-def train_step(model, optimizer, frames, truth, options, rng, generator):
+def train_step(model, optimizer, frames, targets, options, rng, generator):
     """One optimiser step on a batch of clips (bfloat16 autocast on CUDA): the (loss, IoU)
     tensors, or (None, None) when nothing was scored."""
     cuda = frames.device.type == "cuda"
     with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=cuda):
-        loss, iou = clip_loss(model, frames, truth, options, rng, generator)
+        loss, iou = clip_loss(model, frames, targets, options, rng, generator)
     if loss is None:
         return None, None
     optimizer.zero_grad(set_to_none=True)
@@ -411,7 +411,7 @@ def train(options):
           f"{options.minutes} min or {options.steps} steps", flush=True)
     data_time = compute_time = 0.0
     fetched = time.monotonic()
-    for frames, truth in loader:
+    for frames, targets in loader:
         began = time.monotonic()
         data_time += began - fetched
         elapsed = began - start
@@ -420,13 +420,14 @@ def train(options):
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(options, progress)
-        frames, truth = frames.to(device, non_blocking=True), truth.to(device, non_blocking=True)
-        loss, iou = train_step(model, optimizer, frames, truth, options, rng, generator)
+        frames = frames.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        loss, iou = train_step(model, optimizer, frames, targets, options, rng, generator)
         if loss is None:
             fetched = time.monotonic()
             continue
         step += 1
-        seen += len(truth)
+        seen += len(targets)
         loss_sum, iou_sum, count = loss_sum + loss.item(), iou_sum + iou.item(), count + 1
         now = time.monotonic()
         compute_time += now - began
