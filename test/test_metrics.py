@@ -2,17 +2,19 @@
 one short generated clip with a random-weights model (structure only: such a model
 scores near zero)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sam_ros.model import build_sam2
+from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
-    Setting, compare_table, evaluate, frames_after_occlusion, interior_point,
-    modes_table, score_clip, segment_clip_without_memory, summarize, track_clip_with_memory)
+    ClipScores, Setting, compare_table, evaluate, frames_after_occlusion, interior_point, main,
+    modes_table, paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory,
+    summarize, track_clip_with_memory)
 from sam_ros.training.metrics import contour_accuracy, region_similarity
-from sam_ros.training.synthetic import SceneGenerator, find_photos, test_seed
+from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 SIZE = 256  # tolerance of F at this size: ceil(0.008 * 362) = 3 px
@@ -120,6 +122,55 @@ def test_one_clip_in_both_modes(clip, model):
             assert prediction.visible is None and "visibility_accuracy" not in summary
 
 
+def test_the_standard_error_is_taken_over_targets():
+    def scores(J, F):  # frames x targets
+        J, F = np.array(J, float), np.array(F, float)
+        none = np.zeros(J.shape, bool)
+        return ClipScores(J, F, none, none, None)
+
+    # three targets whose J&F over their frames are 0.2, 0.4 and 0.6; a clip with none
+    clips = [scores([[0.2, 0.4], [0.2, 0.6]], [[0.2, 0.2], [0.2, 0.4]]),
+             scores([[0.5], [0.7]], [[0.5], [0.7]]),
+             scores(np.zeros((2, 0)), np.zeros((2, 0)))]
+    summary = summarize(clips)
+    assert summary["J&F_standard_error"] == pytest.approx(0.2 / np.sqrt(3))  # sd 0.2, n 3
+    assert summarize(clips[1:])["J&F_standard_error"] is None  # one target: no spread
+    assert summarize(clips[2:])["J&F_standard_error"] is None  # no target at all
+
+
+def test_paired_differences_skip_targets_without_frames_after_an_occlusion():
+    after = np.array([[False, False], [True, False]])
+    clip = ClipScores(np.array([[0.0, 0.5], [0.3, 0.5]]), np.array([[0.0, 0.5], [0.1, 0.5]]),
+                      after, np.zeros((2, 2), bool), None)
+    assert per_target_j_and_f([clip]).tolist() == pytest.approx([0.1, 0.5])
+    after_occlusion = per_target_j_and_f([clip], after_occlusion=True)
+    assert after_occlusion[0] == pytest.approx(0.2) and np.isnan(after_occlusion[1])
+    mean, error, count = paired_difference([0.5, 0.7, None], [0.2, 0.2, 0.9])
+    assert (mean, error, count) == (pytest.approx(0.4), pytest.approx(0.1), 2)
+
+
+def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model):
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    random_weights = tmp_path / "random.pt"
+    save_checkpoint(model, random_weights)
+
+    def memory_on_rows(against):
+        out = tmp_path / "scores.json"
+        main(["--videos", "1", "--frames", str(MIN_EVENT_FRAMES), "--against", str(against),
+              "--photos", str(PHOTOS), "--json", str(out)])
+        results = json.loads(out.read_text())["results"]
+        assert len(results) == 4  # both modes of both checkpoints
+        return [r for r in results.values() if r["memory"]]
+
+    ours, theirs = memory_on_rows(random_weights)
+    assert ours["objects"] == theirs["objects"] > 0
+    assert ours["per_target"]["J&F"] != theirs["per_target"]["J&F"]
+    ours, again = memory_on_rows(BUNDLED_CHECKPOINT)
+    mean, _, count = paired_difference(ours["per_target"]["J&F"], again["per_target"]["J&F"])
+    assert mean == 0.0 and count == ours["objects"]
+
+
 def test_a_clip_with_nothing_fully_visible_scores_no_targets(model):
     if not PHOTOS.is_dir():
         pytest.skip(f"no photos at {PHOTOS}")
@@ -138,5 +189,6 @@ def test_evaluate_renders_markdown(clip, model):
     assert results["on"]["ms_per_frame"] > 0
     table = modes_table(results).splitlines()
     assert len(table) == 4 and all(line.startswith("|") for line in table)
+    assert all(line.count("|") == table[0].count("|") for line in table)
     comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
     assert "+0.000" in comparison and "failed" in comparison

@@ -9,7 +9,7 @@ baseline that shows what the memory is worth. Scores are also given on the frame
 after an occlusion, where memory matters most, and for the tracker on whether it says
 a target is visible.
 
-    python -m sam_ros.training.evaluate                 # bundled model, 20 videos x 40 frames
+    python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
     python -m sam_ros.training.evaluate --json scores.json
 
@@ -40,6 +40,9 @@ from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGene
 FULLY_VISIBLE = 0.9
 # How many frames from a target's reappearance count as "right after an occlusion".
 AFTER_OCCLUSION_FRAMES = 5
+# The two modes' row names.
+MEMORY_ON = "memory on (streaming tracker)"
+MEMORY_OFF = "memory off (image predictor, frame-0 click)"
 # Reduced input sizes tried by --compare.
 COMPARE_IMAGE_SIZES = (192, 128)
 
@@ -168,15 +171,57 @@ def _j_and_f(J, F):
     return {"J": j, "F": f, "J&F": None if j is None else (j + f) / 2}
 
 
+def standard_error(values):
+    """Standard error of the mean of independent samples (None for fewer than two)."""
+    values = np.asarray(values, float)
+    return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None
+
+
+def per_target_j_and_f(scores, after_occlusion=False):
+    """Each prompted target's J&F over its frames (or over only its frames right after an
+    occlusion: NaN for a target without any), in clip and column order."""
+    values = [np.zeros(0)]
+    for s in scores:
+        if not after_occlusion:
+            values.append((s.J.mean(0) + s.F.mean(0)) / 2)
+            continue
+        after = s.after_occlusion
+        counts = after.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values.append(((s.J * after).sum(0) + (s.F * after).sum(0)) / (2 * counts))
+    return np.concatenate(values)
+
+
+def _listed(values):
+    """A JSON-ready list: None for NaN."""
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def paired_difference(a, b):
+    """Mean of ``a - b`` over the targets scored in both (two runs on the same clips), its
+    standard error and the number of targets: pairing cancels how hard each target is."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    both = np.isfinite(a) & np.isfinite(b)
+    difference = a[both] - b[both]
+    return (float(difference.mean()) if difference.size else None,
+            standard_error(difference), int(both.sum()))
+
+
 def summarize(scores):
-    """Means over all object-frames of some clips' ``ClipScores``."""
+    """Means over all object-frames of some clips' ``ClipScores``; each target's J&F (for
+    paired comparisons) and the standard error of J&F over targets: the yardstick for
+    telling two checkpoints apart."""
     J = np.concatenate([s.J.ravel() for s in scores])
     F = np.concatenate([s.F.ravel() for s in scores])
     after = np.concatenate([s.after_occlusion.ravel() for s in scores])
+    per_target = per_target_j_and_f(scores)
     summary = {"objects": sum(s.J.shape[1] for s in scores), "object_frames": int(J.size),
-               **_j_and_f(J, F),
+               **_j_and_f(J, F), "J&F_standard_error": standard_error(per_target),
                "after_occlusion": {"object_frames": int(after.sum()),
-                                   **_j_and_f(J[after], F[after])}}
+                                   **_j_and_f(J[after], F[after])},
+               "per_target": {"J&F": _listed(per_target),
+                              "J&F_after_occlusion":
+                                  _listed(per_target_j_and_f(scores, after_occlusion=True))}}
     if all(s.visible_correct is not None for s in scores):
         hidden = np.concatenate([s.hidden.ravel() for s in scores])
         correct = np.concatenate([s.visible_correct.ravel() for s in scores])
@@ -256,14 +301,15 @@ def _cell(value, signed=False):
 
 def modes_table(results):
     """Markdown: one row per mode, all measures."""
-    lines = ["| Mode | J | F | J&F | J after occl. | F after occl. | J&F after occl. "
+    lines = ["| Mode | J | F | J&F | ± s.e. | J after occl. | F after occl. | J&F after occl. "
              "| Visibility acc. (hidden) | Visibility acc. (shown) | ms/frame |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         occl = r["after_occlusion"]
         vis = r.get("visibility_accuracy", {})
         lines.append(f"| {name} | {_cell(r['J'])} | {_cell(r['F'])} | {_cell(r['J&F'])} "
-                     f"| {_cell(occl['J'])} | {_cell(occl['F'])} | {_cell(occl['J&F'])} "
+                     f"| {_cell(r['J&F_standard_error'])} | {_cell(occl['J'])} "
+                     f"| {_cell(occl['F'])} | {_cell(occl['J&F'])} "
                      f"| {_cell(vis.get('hidden'))} | {_cell(vis.get('visible'))} "
                      f"| {r['ms_per_frame']:.1f} |")
     return "\n".join(lines)
@@ -296,7 +342,10 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--photos", help=f"folder of photographs for the generator (default: "
                         f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
-    parser.add_argument("--videos", type=int, default=20, help="held-out clips")
+    # 20 clips (about 35 targets) proved too few to rank checkpoints: two of them swapped
+    # places between test clips 0-19 and 20-59 (model card); 60 give a J&F standard error
+    # of about 0.02
+    parser.add_argument("--videos", type=int, default=60, help="held-out clips")
     parser.add_argument("--frames", type=int, default=40, help="frames per clip")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first held-out clip index (clips seed-offset .. +videos-1)")
@@ -307,16 +356,20 @@ def parse_args(argv=None):
     parser.add_argument("--compare", action="store_true",
                         help="memory on only: float32 against bfloat16, torch.compile and "
                              f"image sizes {', '.join(map(str, COMPARE_IMAGE_SIZES))}")
+    parser.add_argument("--against", help="a second checkpoint scored on the same clips, with "
+                        "the paired differences")
     parser.add_argument("--json", help="also save the numbers to this file")
     args = parser.parse_args(argv)
-    if args.compare and (args.precision != "float32" or args.image_size or args.compile):
+    if args.compare and (args.precision != "float32" or args.image_size or args.compile
+                         or args.against):
         parser.error("--compare runs its own precisions, sizes and compilation: leave out "
-                     "--precision, --image-size and --compile")
+                     "--precision, --image-size, --compile and --against")
     if args.videos < 1 or args.frames < MIN_EVENT_FRAMES:
         parser.error(f"need --videos >= 1 and --frames >= {MIN_EVENT_FRAMES} "
                      "(room for an occlusion)")
-    if not os.path.isfile(args.checkpoint):
-        parser.error(f"no checkpoint at {args.checkpoint}: pass --checkpoint")
+    for checkpoint in (args.checkpoint, args.against):
+        if checkpoint is not None and not os.path.isfile(checkpoint):
+            parser.error(f"no checkpoint at {checkpoint}")
     try:
         args.photo_files = find_photos(args.photos)
     except FileNotFoundError as exc:
@@ -339,29 +392,60 @@ def _settings(args, build):
         settings += [Setting(f"image size {size}", build(image_size=size))
                      for size in COMPARE_IMAGE_SIZES]
         return settings, failed
-    model = build(**({"image_size": args.image_size} if args.image_size else {}))
-    note = ""
-    if args.compile:
-        why = compile_image_encoder(model, args.precision)
-        note = ("image encoder compiled with torch.compile" if why is None
-                else f"torch.compile failed ({why}); ran uncompiled")
-    return [Setting("memory on (streaming tracker)", model, True, args.precision, note),
-            Setting("memory off (image predictor, frame-0 click)", model, False,
-                    args.precision, note)], {}
+    size = {"image_size": args.image_size} if args.image_size else {}
+    checkpoints = [args.checkpoint] + ([args.against] if args.against else [])
+    settings = []
+    for checkpoint in checkpoints:
+        model = build(checkpoint, **size)
+        note = ""
+        if args.compile:
+            why = compile_image_encoder(model, args.precision)
+            note = ("image encoder compiled with torch.compile" if why is None
+                    else f"torch.compile failed ({why}); ran uncompiled")
+        # rows named apart, even for a checkpoint against itself
+        suffix = (f", {'against ' if settings else ''}{os.path.basename(checkpoint)}"
+                  if args.against else "")
+        settings += [Setting(MEMORY_ON + suffix, model, True, args.precision, note),
+                     Setting(MEMORY_OFF + suffix, model, False, args.precision, note)]
+    return settings, {}
+
+
+def difference_line(label, a, b):
+    """One line: the paired J&F difference of two rows, overall and after occlusions."""
+    parts = []
+    for key, what in (("J&F", "J&F"), ("J&F_after_occlusion", "after occlusions")):
+        mean, error, count = paired_difference(a["per_target"][key], b["per_target"][key])
+        parts.append(f"{what} {_cell(mean, signed=True)} ± {_cell(error)} ({count} targets)")
+    return f"{label}, paired over the same targets (± standard error): {'; '.join(parts)}."
+
+
+def differences(results, checkpoints):
+    """The paired differences worth printing: memory on against off, and with
+    ``--against`` each mode of the checkpoint against the same mode of the other. The
+    results hold both modes of each checkpoint, in order."""
+    rows = list(results.values())
+    names = [os.path.basename(c) for c in checkpoints]
+    lines = [difference_line(f"Memory on minus off ({name})", rows[2 * i], rows[2 * i + 1])
+             for i, name in enumerate(names)]
+    if len(names) == 2:
+        lines += [difference_line(f"{mode}: {names[0]} minus {names[1]}", rows[i], rows[i + 2])
+                  for i, mode in enumerate(("Memory on", "Memory off"))]
+    return lines
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
 
-    def build(**overrides):
-        return build_sam2(checkpoint=args.checkpoint, device=args.device, **overrides)
+    def build(checkpoint=args.checkpoint, **overrides):
+        return build_sam2(checkpoint=checkpoint, device=args.device, **overrides)
 
     settings, failed = _settings(args, build)
     generator = SceneGenerator(args.photo_files)
     clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
     results = evaluate(settings, clips)
-    setup = {"checkpoint": os.path.abspath(args.checkpoint), "device": args.device,
+    setup = {"checkpoint": os.path.abspath(args.checkpoint),
+             "against": args.against and os.path.abspath(args.against), "device": args.device,
              "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
              "objects": next(iter(results.values()))["objects"],
              "precision": args.precision, "image_size": settings[0].model.image_size,
@@ -371,13 +455,17 @@ def main(argv=None):
           f"{setup['objects']} targets, each given one click on frame 0; J, F over frames "
           f"1..{args.frames - 1}; \"after occl.\": the {AFTER_OCCLUSION_FRAMES} frames from a "
           f"target's reappearance; ms/frame: model time per frame, all targets together. "
-          f"Checkpoint `{os.path.basename(args.checkpoint)}`, {args.device}, "
+          f"Checkpoint `{os.path.basename(args.checkpoint)}`"
+          + (f" against `{os.path.basename(args.against)}`" if args.against else "")
+          + f", {args.device}, "
           f"torch {torch.__version__}.\n")
     if args.compare:
         print(compare_table(results, failed, baseline=settings[0].name))
     else:
         print(f"Image size {setup['image_size']}, {args.precision}.\n")
-        print(modes_table(results))
+        print(modes_table(results) + "\n")
+        print("\n".join(differences(results, [args.checkpoint]
+                                     + ([args.against] if args.against else []))))
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")
     if settings[0].note:
