@@ -344,7 +344,7 @@ def parse_args(argv=None):
                         f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
     # 20 clips (about 35 targets) proved too few to rank checkpoints: two of them swapped
     # places between test clips 0-19 and 20-59 (model card); 60 give a J&F standard error
-    # of about 0.02
+    # of about 0.02 (0.024 for the bundled model with memory)
     parser.add_argument("--videos", type=int, default=60, help="held-out clips")
     parser.add_argument("--frames", type=int, default=40, help="frames per clip")
     parser.add_argument("--seed-offset", type=int, default=0,
