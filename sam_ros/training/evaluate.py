@@ -342,7 +342,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--photos", help=f"folder of photographs for the generator (default: "
                         f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
-    # 20 clips (about 35 targets) proved too few to rank checkpoints: two of them swapped
+    # 20 clips (30 targets) proved too few to rank checkpoints: two of them swapped
     # places between test clips 0-19 and 20-59 (model card); 60 give a J&F standard error
     # of about 0.02 (0.024 for the bundled model with memory)
     parser.add_argument("--videos", type=int, default=60, help="held-out clips")
@@ -377,6 +377,11 @@ def parse_args(argv=None):
     return args
 
 
+def scored_checkpoints(args):
+    """The checkpoint, and the one it is compared with if any."""
+    return [args.checkpoint] + ([args.against] if args.against else [])
+
+
 def _settings(args, build):
     """The rows to run, and {row name: why it could not run}."""
     if args.compare:
@@ -393,9 +398,8 @@ def _settings(args, build):
                      for size in COMPARE_IMAGE_SIZES]
         return settings, failed
     size = {"image_size": args.image_size} if args.image_size else {}
-    checkpoints = [args.checkpoint] + ([args.against] if args.against else [])
     settings = []
-    for checkpoint in checkpoints:
+    for checkpoint in scored_checkpoints(args):
         model = build(checkpoint, **size)
         note = ""
         if args.compile:
@@ -464,8 +468,7 @@ def main(argv=None):
     else:
         print(f"Image size {setup['image_size']}, {args.precision}.\n")
         print(modes_table(results) + "\n")
-        print("\n".join(differences(results, [args.checkpoint]
-                                     + ([args.against] if args.against else []))))
+        print("\n".join(differences(results, scored_checkpoints(args))))
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")
     if settings[0].note:
