@@ -182,13 +182,10 @@ def per_target_j_and_f(scores, after_occlusion=False):
     occlusion: NaN for a target without any), in clip and column order."""
     values = [np.zeros(0)]
     for s in scores:
-        if not after_occlusion:
-            values.append((s.J.mean(0) + s.F.mean(0)) / 2)
-            continue
-        after = s.after_occlusion
-        counts = after.sum(0)
+        counted = s.after_occlusion if after_occlusion else np.ones_like(s.J, bool)
         with np.errstate(invalid="ignore", divide="ignore"):
-            values.append(((s.J * after).sum(0) + (s.F * after).sum(0)) / (2 * counts))
+            values.append(((s.J * counted).sum(0) + (s.F * counted).sum(0))
+                          / (2 * counted.sum(0)))
     return np.concatenate(values)
 
 
