@@ -104,8 +104,9 @@ def track_clip_with_memory(model, clip, precision="float32"):
 
 
 def segment_clip_without_memory(model, clip, precision="float32"):
-    """Memory off: every frame segmented on its own from the first frame's clicks, taking
-    the best-scoring of the multimask candidates."""
+    """Memory off: every frame segmented on its own from the first frame's clicks, as the
+    model answers one click (the best-rated of its candidate masks where its config asks for
+    multimask output, as SAM 2's do; its single mask otherwise)."""
     targets, clicks = first_frame_clicks(clip)
     if not targets:  # nothing fully visible to click on: nothing to score
         return ClipPrediction(targets, np.zeros((len(clip.frames), 0, *clip.frames.shape[1:3]),
@@ -116,10 +117,11 @@ def segment_clip_without_memory(model, clip, precision="float32"):
     masks = []
     start = time.perf_counter()
     predictor = SamImagePredictor(model, precision=precision)
+    multimask = model.use_multimask(True, 1)
     for frame in clip.frames:
         predictor.set_image(frame)
         candidates, scores, _ = predictor.predict(point_coords=coords, point_labels=labels,
-                                                  multimask_output=True)
+                                                  multimask_output=multimask)
         # one prompt comes back without its batch axis
         candidates = candidates.reshape(len(targets), -1, *frame.shape[:2])
         masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
