@@ -96,12 +96,17 @@ VARIANTS = {
 
 # The small SAM 2 that sam_ros trains on generated video and bundles as its default model
 # (same modules, narrower and shallower, 256-pixel input). See sam_ros/model/weights/.
+# One mask per prompt, never three candidates: its generated scenes hold no part/whole
+# ambiguity to choose from, so the single-mask token gets all of the mask loss, and a
+# model this small ranked its candidates badly (the model card has the figures).
 MINI = Sam2Config(
     name="sam_ros_mini",
     trunk=TrunkConfig(32, 1, (1, 1, 2, 1), (3,), window_spec=(8, 4, 16, 8),
                       window_pos_embed_bkg_spatial_size=(7, 7)),
     image_size=256, d_model=64, mem_dim=16, memory_attention_layers=2,
-    memory_attention_ffn=256, decoder_heads=4, decoder_mlp_dim=256, mask_in_chans=8)
+    memory_attention_ffn=256, decoder_heads=4, decoder_mlp_dim=256, mask_in_chans=8,
+    multimask_output_in_sam=False, multimask_output_for_tracking=False,
+    dynamic_multimask_via_stability=False)
 VARIANTS[MINI.name] = MINI
 
 
