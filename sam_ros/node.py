@@ -8,6 +8,13 @@ Lifecycle:
   deactivate  unsubscribes and stops the worker (objects are kept).
   cleanup     frees the model and the tracker.
   shutdown    all of the above.
+The publishers live as long as the node (lifecycle publishers: silent unless active), and
+the camera subscription is made without QoS event handlers. A transition runs in an executor
+thread while the spinning thread builds its wait set, and destroying an entity that has
+event handlers there can raise InvalidHandle in the spinning thread and end its spin (rclpy
+issues 1284 and 1355); the subscription, destroyed on every deactivate, must have none. Its
+QoS (sensor data: best effort, volatile) accepts any publisher's, so no incompatible-QoS
+warning is lost; a publisher of the wrong type shows as frames_in 0 in /diagnostics.
 
 Threading: the subscription callback only stores the newest message in a one-slot mailbox
 (an unprocessed message it replaces is counted as dropped: nothing queues without bound). A
@@ -39,6 +46,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble's name for the module
+    from rclpy.qos_event import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
@@ -105,7 +116,6 @@ class SamRosNode(LifecycleNode):
         self.model = None
         self.tracker = None
         self._sub = None
-        self._pubs = {}
         self._timer = None
         self._headers = collections.OrderedDict()  # frame index -> header, the tracker's ring
         self._next_id = 1
@@ -116,6 +126,12 @@ class SamRosNode(LifecycleNode):
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=group)
         self.create_service(RemoveObject, "~/remove", self._on_remove, callback_group=group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group)
+        self._pubs = {
+            "tracks": self.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10),
+            "masks": self.create_lifecycle_publisher(Image, "~/masks", 10),
+            "overlay": self.create_lifecycle_publisher(Image, "~/overlay", 10),
+            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
 
     # ------------------------------------------------------------ parameters
 
@@ -186,12 +202,6 @@ class SamRosNode(LifecycleNode):
             self.model, self.tracker = model, tracker
             self._headers.clear()
             self._next_id = 1
-        self._pubs = {
-            "tracks": self.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10),
-            "masks": self.create_lifecycle_publisher(Image, "~/masks", 10),
-            "overlay": self.create_lifecycle_publisher(Image, "~/overlay", 10),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10),
-        }
         self.get_logger().info(
             f"configured: {type(model).__name__} {model.config.name if hasattr(model.config, 'name') else ''} "
             f"from {ckpt} on {self._param('device')} ({self._param('dtype')}, image_size "
@@ -202,9 +212,10 @@ class SamRosNode(LifecycleNode):
         self._reset_counters()
         msg_type, topic = ((CompressedImage, "image/compressed")
                            if self._param("input_transport") == "compressed" else (Image, "image"))
-        self._sub = self.create_subscription(msg_type, topic, self._on_image,
-                                             qos_profile_sensor_data,
-                                             callback_group=self._camera_group)
+        self._sub = self.create_subscription(
+            msg_type, topic, self._on_image, qos_profile_sensor_data,
+            callback_group=self._camera_group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="sam_ros_worker", daemon=True)
         self._worker.start()
@@ -250,9 +261,6 @@ class SamRosNode(LifecycleNode):
             self._worker = None
 
     def _free(self):
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
         with self._lock:
             device = getattr(self.model, "device", None)
             self.model = self.tracker = None
@@ -333,8 +341,6 @@ class SamRosNode(LifecycleNode):
 
     def _publish(self, header, rgb, results):
         pubs = self._pubs
-        if not pubs:
-            return
         out = ObjectTrackArray(header=header)
         for obj_id in sorted(results):
             r = results[obj_id]
@@ -357,9 +363,6 @@ class SamRosNode(LifecycleNode):
                 overlay_image(rgb, labels, out.objects), "rgb8", header))
 
     def _publish_diagnostics(self):
-        pub = self._pubs.get("diagnostics")
-        if pub is None:
-            return
         s = self.stats
         # the object ids now, or as last seen while a tracker call holds the lock: waiting
         # for it would hold up this timer's callback group for the length of the call
@@ -383,7 +386,7 @@ class SamRosNode(LifecycleNode):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        pub.publish(msg)
+        self._pubs["diagnostics"].publish(msg)
 
     # -------------------------------------------------------------- services
 

@@ -11,10 +11,13 @@ Needs the built workspace (tools/setup_ros.sh; tools/test.sh puts it on the path
 SAM_ROS_REQUIRE_ROS=1, which turns a missing build into a failure instead of a skip).
 """
 
+import itertools
 import os
 import resource
+import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 import pytest
@@ -49,6 +52,11 @@ from sam_ros.srv import RemoveObject, Segment
 
 W, H = 320, 240
 TIMEOUT = 30.0
+# Domains for nodes beside the module's, one each: back to back in one domain, a second
+# /sam_ros node's change_state went unfound by wait_for_service for 30 s after its first
+# call had been answered (twice in about 65 harnesses in a loop; cause in Fast DDS not
+# pinned down).
+SPARE_DOMAINS = itertools.count(int(os.environ["ROS_DOMAIN_ID"]) + 1)
 
 
 def test_the_built_package_is_imported():
@@ -128,9 +136,23 @@ class Harness:
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done():
-            assert time.monotonic() < deadline, f"{client.srv_name}: no answer"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{client.srv_name}: no answer in {timeout} s; "
+                                     f"{self.describe()}")
             time.sleep(0.01)
         return future.result()
+
+    def describe(self):
+        """Where the node stands and what every thread is doing: what a hang or a lost
+        response leaves behind to tell the two apart."""
+        worker = self.node._worker
+        names = {t.ident: t.name for t in threading.enumerate()}
+        stacks = "".join(f"\n--- thread {names.get(ident, ident)}\n"
+                         + "".join(traceback.format_stack(frame))
+                         for ident, frame in sys._current_frames().items())
+        return (f"lifecycle state {self.node._state_machine.current_state}, worker "
+                f"{'alive' if worker is not None and worker.is_alive() else worker}, node stats "
+                f"{self.node.stats}; threads:{stacks}")
 
     def transition(self, transition_id):
         return self.call(self.change, ChangeState.Request(
@@ -575,7 +597,7 @@ def test_mask_stats_label_image_and_overlay():
 @pytest.mark.parametrize("start", ["unconfigured", "active"])
 def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
     # a domain of its own: the module's node (also named /sam_ros) is still up
-    h = Harness(checkpoint, domain_id=int(os.environ["ROS_DOMAIN_ID"]) + 1)
+    h = Harness(checkpoint, domain_id=next(SPARE_DOMAINS))
     try:
         if start == "unconfigured":
             assert h.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
@@ -591,6 +613,26 @@ def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
         h.close()
 
 
+def test_the_executor_outlives_many_transitions(checkpoint, frame_rgb):
+    """Deactivate destroys the camera subscription from an executor thread while the
+    spinning thread builds its wait set. When the subscription had QoS event handlers, that
+    ended the spin with InvalidHandle now and then (rclpy issue 1284), and no service
+    answered again: a lifecycle call timed out in 1 of 2 runs of 60 cycles before the fix."""
+    h = Harness(checkpoint, domain_id=next(SPARE_DOMAINS))
+    try:
+        h.node.set_parameters([Parameter("checkpoint", value=checkpoint)])
+        for _ in range(80):
+            assert h.transition(Transition.TRANSITION_CONFIGURE)
+            assert h.transition(Transition.TRANSITION_ACTIVATE)
+            h.publish_and_wait(frame_rgb)
+            assert h.transition(Transition.TRANSITION_DEACTIVATE)
+            assert h.transition(Transition.TRANSITION_CLEANUP)
+        assert h.thread.is_alive()
+        assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        h.close()
+
+
 def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
     """The installed executable in its own process: Ctrl-C while its worker is inside the
     model, and Ctrl-C again during the clean-up, still end it cleanly (exit status 0)."""
@@ -600,7 +642,7 @@ def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
     from ament_index_python.packages import get_package_prefix
     from rclpy.executors import SingleThreadedExecutor
 
-    domain = int(os.environ["ROS_DOMAIN_ID"]) + 2
+    domain = next(SPARE_DOMAINS)
     exe = os.path.join(get_package_prefix("sam_ros"), "lib", "sam_ros", "sam_ros_node")
     # image_size 1024: a frame takes seconds on a CPU, so one is surely in flight
     proc = subprocess.Popen([exe, "--activate", "--ros-args", "-p", f"checkpoint:={checkpoint}",
