@@ -143,16 +143,18 @@ def chunked_attention(q, k, v, chunk_elems=1 << 23):
         sample_t = k[:, ::stride].transpose(1, 2).contiguous()
     else:
         keys_t = k.transpose(1, 2).contiguous()
+    # one batch entry (object, head) at a time: batched, 3 objects' memory attention took
+    # 3.5-4.2x one object's (2-core CPU, 1024 px); one at a time it takes 3.1-3.4x
     chunk = max(16, chunk_elems // max(num_keys, 1))
-    outs = []
-    for start in range(0, q.shape[1], chunk):
-        q_chunk = q[:, start:start + chunk]
-        if shifted:
-            shift = torch.bmm(q_chunk, sample_t).amax(dim=-1, keepdim=True)
-            q_chunk = torch.cat((q_chunk, -shift), dim=-1)
-        scores = torch.bmm(q_chunk, keys_t)
-        outs.append(torch.bmm(torch.softmax(scores, dim=-1), v))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    out = q.new_empty(q.shape[0], q.shape[1], v.shape[-1])
+    for b in range(q.shape[0]):
+        for start in range(0, q.shape[1], chunk):
+            q_chunk = q[b:b + 1, start:start + chunk]
+            if shifted:
+                shift = torch.bmm(q_chunk, sample_t[b:b + 1]).amax(dim=-1, keepdim=True)
+                q_chunk = torch.cat((q_chunk, -shift), dim=-1)
+            scores = torch.softmax(torch.bmm(q_chunk, keys_t[b:b + 1]), dim=-1)
+            torch.bmm(scores, v[b:b + 1], out=out[b:b + 1, start:start + chunk])
     return out.reshape(*lead, *out.shape[-2:])
 
 
