@@ -143,8 +143,8 @@ def chunked_attention(q, k, v, chunk_elems=1 << 23):
         sample_t = k[:, ::stride].transpose(1, 2).contiguous()
     else:
         keys_t = k.transpose(1, 2).contiguous()
-    # one batch entry (object, head) at a time: batched, 3 objects' memory attention took
-    # 3.5-4.2x one object's (2-core CPU, 1024 px); one at a time it takes 3.1-3.4x
+    # one batch entry (object, head) at a time: batched, a tracked frame of 3 objects took
+    # 2.6x one object's (bench/bench_tracker.py, 2-core CPU, 1024 px); one at a time 2.2x
     chunk = max(16, chunk_elems // max(num_keys, 1))
     out = q.new_empty(q.shape[0], q.shape[1], v.shape[-1])
     for b in range(q.shape[0]):
