@@ -1,8 +1,8 @@
 """The bundled sam_ros_mini really segments and tracks: held-out generated scenes (seeds no
 training run draws), scored against their ground truth, with floors that a randomly
 initialised model of the same architecture misses by far (each test scores one too, so it
-can be seen to fail). The floors sit under what the committed checkpoint scores (0.65 and
-0.36; random weights: 0.06 and 0.08); issue 5's targets are far higher (click IoU
+can be seen to fail). The floors sit under what the committed checkpoint scores (0.67 and
+0.42; random weights: 0.06 and 0.08); issue 5's targets are far higher (click IoU
 0.8, tracked mean IoU 0.75, hidden frames reported hidden) and not yet met: see the model
 card. These guard against a checkpoint or a code change that loses what the model has.
 """
@@ -24,10 +24,10 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"no shared photos at {PHOTOS}")
 
 CLICK_CLIPS = 12  # held-out first frames clicked on
-CLICK_IOU_FLOOR = 0.55  # mean IoU of the model's answer to one interior click
+CLICK_IOU_FLOOR = 0.60  # mean IoU of the model's answer to one interior click
 TRACK_CLIPS = 6  # held-out clips of TRACK_FRAMES frames, each hiding a target mid-clip
 TRACK_FRAMES = 32
-TRACK_IOU_FLOOR = 0.30  # mean J over frames 1.. of every target clicked on frame 0
+TRACK_IOU_FLOOR = 0.36  # mean J over frames 1.. of every target clicked on frame 0
 
 
 @pytest.fixture(scope="module")
