@@ -398,8 +398,11 @@ def train(options):
                                   weight_decay=options.weight_decay)
     stream = ClipStream(options.photo_files, model.image_size, options.frames, options.seed,
                         options.occlusion_odds)
+    # pinned batches make the copies below asynchronous: at 320 clips a batch is 1 GB
+    # (uint8 frames and bool masks), copied from pageable memory while the GPU waits
     loader = DataLoader(stream, batch_size=options.batch, num_workers=options.workers,
-                        persistent_workers=options.workers > 0)
+                        persistent_workers=options.workers > 0,
+                        pin_memory=device.type == "cuda")
     rng = np.random.default_rng(options.seed)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     configure_device(device)
