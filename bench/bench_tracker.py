@@ -5,10 +5,13 @@ bfloat16) against Meta's SAM2VideoPredictor, one run, same random weights, same 
     python bench/bench_tracker.py --skip-oracle --device cuda    # ours alone, on a GPU
 
 The first frames fill the memory bank (6 recent memories + the prompt); only the last
-``--timed`` frames, with a full bank, are timed.
+``--timed`` frames, with a full bank, are timed. For ours it also prints where a timed
+frame's time goes: the model's modules (the image encoder, shared by all objects; memory
+attention, mask decoder and memory encoder, run for every object) and the rest.
 """
 
 import argparse
+import contextlib
 import tempfile
 import time
 import warnings
@@ -16,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from common import describe_machine
+from common import describe_machine, sync
 from oracle import (VIDEOS, build_oracle, copy_weights, oracle_video_state, randomize_,
                     read_video_frames)
 from sam_ros.model import SAM2, get_config
@@ -29,17 +32,50 @@ def prompts(frame, count):
     return [(i + 1, dict(points=[[w * x, h * y]], labels=[1])) for i, (x, y) in enumerate(clicks[:count])]
 
 
+MODULES = {"image_encoder": "encoder", "memory_attention": "memory attention",
+           "sam_mask_decoder": "decoder", "memory_encoder": "memory encoder"}
+
+
+@contextlib.contextmanager
+def module_clock(model, seconds):
+    """Add each of ``MODULES``' wall time (device synchronised) to ``seconds[name]``."""
+    originals = {name: getattr(model, name).forward for name in MODULES}
+
+    def clocked(name, forward):
+        def run(*args, **kwargs):
+            sync(model.device)
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            sync(model.device)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            return out
+        return run
+
+    for name, forward in originals.items():
+        getattr(model, name).forward = clocked(name, forward)
+    try:
+        yield seconds
+    finally:
+        for name, forward in originals.items():
+            getattr(model, name).forward = forward
+
+
 def time_ours(model, frames, count, timed, precision):
+    """(mean seconds per timed frame, {module: mean seconds per timed frame})."""
     tracker = StreamingTracker(model, precision=precision)
     tracker.step(frames[0])
     for obj_id, prompt in prompts(frames[0], count):
         tracker.add_prompt(obj_id, **prompt)
-    times = []
-    for frame in frames[1:]:
-        start = time.perf_counter()
+    for frame in frames[1:-timed]:
         tracker.step(frame)
-        times.append(time.perf_counter() - start)
-    return float(np.mean(times[-timed:]))
+    seconds = {}
+    start = time.perf_counter()
+    with module_clock(model, seconds):
+        for frame in frames[-timed:]:
+            tracker.step(frame)
+        sync(model.device)
+    total = (time.perf_counter() - start) / timed
+    return total, {name: value / timed for name, value in seconds.items()}
 
 
 def time_oracle(oracle, frames, count, timed, image_size):
@@ -83,18 +119,25 @@ def main():
           f"real frames, mean of the last {args.timed} of {args.frames - 1} tracked frames, "
           f"{describe_machine(args.device)}")
     print(f"{'objects':<9}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}{'bf16 x':>9}")
-    rows = {}
+    rows, shares = {}, []
     with torch.inference_mode():
         for count in (1, 3):
             ref = float("nan") if args.skip_oracle else time_oracle(
                 oracle, frames, count, args.timed, args.image_size)
-            f32 = time_ours(model, frames, count, args.timed, "float32")
-            bf16 = time_ours(model, frames, count, args.timed, "bfloat16")
+            (f32, f32_parts), (bf16, bf16_parts) = (
+                time_ours(model, frames, count, args.timed, precision)
+                for precision in ("float32", "bfloat16"))
             rows[count] = (ref, f32, bf16)
+            shares += [(count, "fp32", f32, f32_parts), (count, "bf16", bf16, bf16_parts)]
             print(f"{count:<9}{ref:>11.3f}{f32:>11.3f}{bf16:>11.3f}{ref / f32:>9.2f}{ref / bf16:>9.2f}")
     print("(seconds per frame; x = reference / ours, above 1 means ours is faster)")
     for i, name in ((0, "reference"), (1, "ours fp32"), (2, "ours bf16")):
         print(f"three objects / one object, {name}: {rows[3][i] / rows[1][i]:.2f}")
+    print("where a frame of ours goes (s/frame):")
+    for count, precision, total, parts in shares:
+        listed = ", ".join(f"{label} {parts.get(name, 0.0):.3f}" for name, label in MODULES.items())
+        print(f"  {count} object{'s' if count > 1 else ''}, {precision}: {listed}, "
+              f"the rest {total - sum(parts.values()):.3f}")
 
 
 if __name__ == "__main__":
