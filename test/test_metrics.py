@@ -11,8 +11,8 @@ import pytest
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
     ClipScores, Setting, compare_table, evaluate, frames_after_occlusion, interior_point, main,
-    modes_table, paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory,
-    summarize, track_clip_with_memory)
+    j_over_time, modes_table, paired_difference, per_target_j_and_f, score_clip,
+    segment_clip_without_memory, summarize, time_table, track_clip_with_memory)
 from sam_ros.training.metrics import contour_accuracy, region_similarity
 from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 
@@ -138,6 +138,19 @@ def test_the_standard_error_is_taken_over_targets():
     assert summarize(clips[2:])["J&F_standard_error"] is None  # no target at all
 
 
+def test_j_over_time_counts_only_shown_frames_span_by_span():
+    J = np.array([[0.9], [0.7], [0.0], [0.4], [0.2]])  # frames 1-5 of one target
+    hidden = np.array([[False], [False], [True], [False], [False]])
+    longer = ClipScores(J, J, np.zeros_like(hidden), hidden, None)
+    shorter = ClipScores(np.array([[0.1], [0.3]]), np.array([[0.1], [0.3]]),
+                         np.zeros((2, 1), bool), np.zeros((2, 1), bool), None)
+    spans = j_over_time([longer, shorter], span=2)
+    assert [(a, b) for a, b, _ in spans] == [(1, 2), (3, 4), (5, 5)]
+    assert [j for _, _, j in spans] == pytest.approx([0.5, 0.4, 0.2])  # the hidden 0.0 left out
+    assert j_over_time([ClipScores(*(np.zeros((1, 1)),) * 2, *(np.ones((1, 1), bool),) * 2,
+                                   None)])[0][2] is None  # nothing shown: no mean
+
+
 def test_paired_differences_skip_targets_without_frames_after_an_occlusion():
     after = np.array([[False, False], [True, False]])
     clip = ClipScores(np.array([[0.0, 0.5], [0.3, 0.5]]), np.array([[0.0, 0.5], [0.1, 0.5]]),
@@ -190,5 +203,8 @@ def test_evaluate_renders_markdown(clip, model):
     table = modes_table(results).splitlines()
     assert len(table) == 4 and all(line.startswith("|") for line in table)
     assert all(line.count("|") == table[0].count("|") for line in table)
+    spans = time_table(results).splitlines()
+    assert len(spans) == 4 and spans[0].count("|") == spans[2].count("|") == 5  # 11 frames:
+    assert spans[0].endswith("| J, frames 6-10 | J, frame 11 |")  # spans 1-5, 6-10, 11
     comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
     assert "+0.000" in comparison and "failed" in comparison

@@ -7,7 +7,8 @@ later frame in two ways: by the streaming tracker ("memory on"), and by the imag
 predictor re-prompted on each frame with that same first-frame click ("memory off"), the
 baseline that shows what the memory is worth. Scores are also given on the frames right
 after an occlusion, where memory matters most, and for the tracker on whether it says
-a target is visible.
+a target is visible; and J over time (by spans of frames), which shows how fast a track
+drifts off its target.
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
@@ -40,6 +41,8 @@ from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGene
 FULLY_VISIBLE = 0.9
 # How many frames from a target's reappearance count as "right after an occlusion".
 AFTER_OCCLUSION_FRAMES = 5
+# Frames per span of the J-over-time table.
+FRAMES_PER_SPAN = 5
 # The two modes' row names.
 MEMORY_ON = "memory on (streaming tracker)"
 MEMORY_OFF = "memory off (image predictor, frame-0 click)"
@@ -206,6 +209,17 @@ def paired_difference(a, b):
             standard_error(difference), int(both.sum()))
 
 
+def j_over_time(scores, span=FRAMES_PER_SPAN):
+    """Mean J on the frames where the target shows, in spans of ``span`` frames from frame
+    1: ``[(first frame, last frame, mean J or None)]``. Clips may differ in length."""
+    length = max((len(s.J) for s in scores), default=0)
+    spans = []
+    for start in range(0, length, span):
+        values = [s.J[start:start + span][~s.hidden[start:start + span]] for s in scores]
+        spans.append((start + 1, min(start + span, length), _mean(np.concatenate(values))))
+    return spans
+
+
 def summarize(scores):
     """Means over all object-frames of some clips' ``ClipScores``; each target's J&F (for
     paired comparisons) and the standard error of J&F over targets: the yardstick for
@@ -220,7 +234,8 @@ def summarize(scores):
                                    **_j_and_f(J[after], F[after])},
                "per_target": {"J&F": _listed(per_target),
                               "J&F_after_occlusion":
-                                  _listed(per_target_j_and_f(scores, after_occlusion=True))}}
+                                  _listed(per_target_j_and_f(scores, after_occlusion=True))},
+               "J_over_time": j_over_time(scores)}
     if all(s.visible_correct is not None for s in scores):
         hidden = np.concatenate([s.hidden.ravel() for s in scores])
         correct = np.concatenate([s.visible_correct.ravel() for s in scores])
@@ -311,6 +326,17 @@ def modes_table(results):
                      f"| {_cell(occl['F'])} | {_cell(occl['J&F'])} "
                      f"| {_cell(vis.get('hidden'))} | {_cell(vis.get('visible'))} "
                      f"| {r['ms_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def time_table(results):
+    """Markdown: each mode's mean J on shown frames, span by span."""
+    spans = next(iter(results.values()))["J_over_time"]
+    lines = ["| Mode | " + " | ".join(f"J, frames {a}-{b}" if b > a else f"J, frame {a}"
+                                 for a, b, _ in spans) + " |",
+             "|---|" + "---|" * len(spans)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(j) for _, _, j in r["J_over_time"]) + " |")
     return "\n".join(lines)
 
 
@@ -467,6 +493,8 @@ def main(argv=None):
     else:
         print(f"Image size {setup['image_size']}, {args.precision}.\n")
         print(modes_table(results) + "\n")
+        print("Mean J over time, on the frames where the target shows:\n")
+        print(time_table(results) + "\n")
         print("\n".join(differences(results, scored_checkpoints(args))))
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")
