@@ -39,7 +39,6 @@ MODULES = {"image_encoder": "encoder", "memory_attention": "memory attention",
 @contextlib.contextmanager
 def module_clock(model, seconds):
     """Add each of ``MODULES``' wall time (device synchronised) to ``seconds[name]``."""
-    originals = {name: getattr(model, name).forward for name in MODULES}
 
     def clocked(name, forward):
         def run(*args, **kwargs):
@@ -51,13 +50,14 @@ def module_clock(model, seconds):
             return out
         return run
 
-    for name, forward in originals.items():
-        getattr(model, name).forward = clocked(name, forward)
+    for name in MODULES:
+        module = getattr(model, name)
+        module.forward = clocked(name, module.forward)  # an instance attribute, shadowing
     try:
         yield seconds
     finally:
-        for name, forward in originals.items():
-            getattr(model, name).forward = forward
+        for name in MODULES:
+            del getattr(model, name).forward  # the class's forward again
 
 
 def time_ours(model, frames, count, timed, precision):
