@@ -55,6 +55,7 @@ def click_iou(model, clips):
 def test_a_click_segments_a_held_out_object(generator, models):
     clips = list(held_out_clips(generator, CLICK_CLIPS, 1, occlusion=False))
     scores = {name: click_iou(model, clips) for name, model in models.items()}
+    print(f"one click, mean IoU over {CLICK_CLIPS} held-out first frames: {scores}")  # pytest -s
     assert scores["bundled"] >= CLICK_IOU_FLOOR > scores["random"], scores
 
 
@@ -63,4 +64,5 @@ def test_tracking_through_an_occlusion(generator, models):
     mean_j = {name: summarize([score_clip(clip, track_clip_with_memory(model, clip))
                                for clip in clips])["J"]
               for name, model in models.items()}
+    print(f"tracking, mean J over {TRACK_CLIPS} x {TRACK_FRAMES} frames: {mean_j}")  # pytest -s
     assert mean_j["bundled"] >= TRACK_IOU_FLOOR > mean_j["random"], mean_j
