@@ -11,9 +11,9 @@ import pytest
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
     ClipScores, Setting, compare_table, evaluate, frames_after_occlusion, interior_point, main,
-    j_over_time, modes_table, paired_difference, per_target_j_and_f, score_clip,
+    j_over_time, kinds_table, modes_table, paired_difference, per_target_j_and_f, score_clip,
     segment_clip_without_memory, summarize, time_table, track_clip_with_memory)
-from sam_ros.training.metrics import contour_accuracy, region_similarity
+from sam_ros.training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
 from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
@@ -59,6 +59,19 @@ def test_shift_beyond_tolerance_loses_the_side_edges():
     # the top and bottom edges still match, the left and right ones do not
     assert 0.3 < contour_accuracy(a, b) < 0.7
     assert contour_accuracy(a, b) == contour_accuracy(b, a)
+
+
+def test_missed_masks_are_sorted_by_how_they_miss():
+    target = square(50, 50, side=60)
+    empty = np.zeros_like(target)
+    assert error_kind(square(52, 50, side=60), target) == "good"  # J 0.94
+    assert error_kind(empty, target) == "empty"
+    assert error_kind(square(150, 150, side=60), target) == "lost"  # disjoint
+    assert error_kind(square(40, 40, side=90), target) == "too large"  # J 0.44, covers it
+    assert error_kind(square(60, 60, side=30), target) == "too small"  # J 0.25, inside it
+    assert error_kind(square(70, 70, side=60), target) == "partly off"  # 44% overlaps
+    with pytest.raises(ValueError, match="shown targets"):
+        error_kind(target, empty)
 
 
 def test_interior_point_is_the_centre_of_a_rectangle():
@@ -114,6 +127,9 @@ def test_one_clip_in_both_modes(clip, model):
         assert summary["object_frames"] == scores.J.size
         for key in ("J", "F", "J&F"):
             assert in_unit_range(summary[key]) and in_unit_range(summary["after_occlusion"][key])
+        assert np.all((scores.kinds >= 0) == ~scores.hidden)
+        assert list(summary["shown_frames_by_kind"]) == list(ERROR_KINDS)
+        assert sum(summary["shown_frames_by_kind"].values()) == pytest.approx(1.0)
         if run is track_clip_with_memory:
             assert prediction.visible.shape == (frames, len(prediction.targets))
             visibility = summary["visibility_accuracy"]
@@ -206,5 +222,7 @@ def test_evaluate_renders_markdown(clip, model):
     spans = time_table(results).splitlines()
     assert len(spans) == 4 and spans[0].count("|") == spans[2].count("|") == 5  # 11 frames:
     assert spans[0].endswith("| J, frames 6-10 | J, frame 11 |")  # spans 1-5, 6-10, 11
+    kinds = kinds_table(results).splitlines()
+    assert len(kinds) == 4 and all(line.count("|") == len(ERROR_KINDS) + 2 for line in kinds)
     comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
     assert "+0.000" in comparison and "failed" in comparison

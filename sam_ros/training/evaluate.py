@@ -7,8 +7,8 @@ later frame in two ways: by the streaming tracker ("memory on"), and by the imag
 predictor re-prompted on each frame with that same first-frame click ("memory off"), the
 baseline that shows what the memory is worth. Scores are also given on the frames right
 after an occlusion, where memory matters most, and for the tracker on whether it says
-a target is visible; and J over time (by spans of frames), which shows how fast a track
-drifts off its target.
+a target is visible; J over time (by spans of frames), which shows how fast a track
+drifts off its target; and how the masks of shown targets miss (too large, lost, ...).
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
@@ -33,7 +33,8 @@ from ..model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
 from ..model.common import autocast
 from ..model.transforms import preprocess
 from ..tracker import StreamingTracker
-from .metrics import contour_accuracy, region_similarity
+from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
+                      error_kind, region_similarity)
 from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGenerator,
                         find_photos, test_seed)
 
@@ -71,6 +72,8 @@ class ClipScores:
     after_occlusion: np.ndarray  # (T-1) x K bool: within the frames after a reappearance
     hidden: np.ndarray  # (T-1) x K bool: target fully hidden
     visible_correct: Optional[np.ndarray]  # (T-1) x K bool; None without a visibility output
+    # (T-1) x K index into ERROR_KINDS, -1 where the target is hidden
+    kinds: Optional[np.ndarray] = None
 
 
 def interior_point(mask):
@@ -149,12 +152,14 @@ def score_clip(clip, prediction):
     frames, objects = gt.shape[:2]
     J = np.ones((frames - 1, objects))
     F = np.ones((frames - 1, objects))
+    kinds = np.full((frames - 1, objects), -1)
     for t in range(1, frames):
         for i in range(objects):
             pred, truth = prediction.masks[t, i], gt[t, i]
             if truth.any():
                 J[t - 1, i] = region_similarity(pred, truth)
                 F[t - 1, i] = contour_accuracy(pred, truth)
+                kinds[t - 1, i] = ERROR_KINDS.index(error_kind(pred, truth))
             elif pred.any():
                 J[t - 1, i] = F[t - 1, i] = 0.0
     visibility = clip.visibility[:, prediction.targets]
@@ -162,7 +167,7 @@ def score_clip(clip, prediction):
     correct = None
     if prediction.visible is not None:
         correct = prediction.visible[1:] == ~hidden
-    return ClipScores(J, F, frames_after_occlusion(visibility)[1:], hidden, correct)
+    return ClipScores(J, F, frames_after_occlusion(visibility)[1:], hidden, correct, kinds)
 
 
 # ------------------------------------------------------------------ many clips
@@ -236,6 +241,12 @@ def summarize(scores):
                               "J&F_after_occlusion":
                                   _listed(per_target_j_and_f(scores, after_occlusion=True))},
                "J_over_time": j_over_time(scores)}
+    if scores and all(s.kinds is not None for s in scores):
+        kinds = np.concatenate([s.kinds.ravel() for s in scores])
+        shown = kinds[kinds >= 0]
+        summary["shown_frames_by_kind"] = {
+            kind: (float(np.mean(shown == k)) if shown.size else None)
+            for k, kind in enumerate(ERROR_KINDS)}
     if all(s.visible_correct is not None for s in scores):
         hidden = np.concatenate([s.hidden.ravel() for s in scores])
         correct = np.concatenate([s.visible_correct.ravel() for s in scores])
@@ -337,6 +348,15 @@ def time_table(results):
              "|---|" + "---|" * len(spans)]
     for name, r in results.items():
         lines.append(f"| {name} | " + " | ".join(_cell(j) for _, _, j in r["J_over_time"]) + " |")
+    return "\n".join(lines)
+
+
+def kinds_table(results):
+    """Markdown: each mode's shown target-frames by what its mask is (shares)."""
+    lines = ["| Mode | " + " | ".join(ERROR_KINDS) + " |", "|---|" + "---|" * len(ERROR_KINDS)]
+    for name, r in results.items():
+        shares = r["shown_frames_by_kind"]
+        lines.append(f"| {name} | " + " | ".join(_cell(shares[k]) for k in ERROR_KINDS) + " |")
     return "\n".join(lines)
 
 
@@ -495,6 +515,11 @@ def main(argv=None):
         print(modes_table(results) + "\n")
         print("Mean J over time, on the frames where the target shows:\n")
         print(time_table(results) + "\n")
+        print(f"Shown target-frames by what the mask is (good: J >= {GOOD_J}; lost: under "
+              f"{LOST_SHARE:.0%} of the mask on the target and of the target covered; too "
+              f"large / small: {SIZE_SHARE:.0%} of the target covered / of the mask on it, "
+              f"at the wrong size; partly off: the rest):\n")
+        print(kinds_table(results) + "\n")
         print("\n".join(differences(results, scored_checkpoints(args))))
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")

@@ -58,3 +58,36 @@ def contour_accuracy(pred, gt, bound_th=0.008):
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
+
+
+# A mask of a shown target is "good" from this J on; below it, how it misses is sorted out.
+GOOD_J = 0.7
+# Below this share of the mask on the target and of the target covered, the mask is on
+# something else: the track is lost.
+LOST_SHARE = 0.3
+# Where the mask covers or lies on this share of the target, it is the right object at the
+# wrong size.
+SIZE_SHARE = 0.7
+ERROR_KINDS = ("good", "empty", "lost", "too large", "too small", "partly off")
+
+
+def error_kind(pred, gt):
+    """What a prediction of a shown (non-empty) target is, one of ``ERROR_KINDS``:
+    good (J >= ``GOOD_J``); empty (nothing predicted: said hidden, or nothing found); lost
+    (mostly on something else); too large / too small (the target, bled into its
+    surroundings / only part of it); partly off (the rest: on the target in part and off it
+    in part)."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if not gt.any():
+        raise ValueError("error_kind sorts predictions of shown targets; this one is empty")
+    overlap, predicted, actual = (np.count_nonzero(m) for m in (pred & gt, pred, gt))
+    if overlap / (predicted + actual - overlap) >= GOOD_J:
+        return "good"
+    if predicted == 0:
+        return "empty"
+    precision, recall = overlap / predicted, overlap / actual
+    if precision < LOST_SHARE and recall < LOST_SHARE:
+        return "lost"
+    if precision >= SIZE_SHARE or recall >= SIZE_SHARE:
+        return "too large" if predicted > actual else "too small"
+    return "partly off"
