@@ -12,6 +12,7 @@ import torch
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
 from sam_ros.training import train
 from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
+from sam_ros.tracker import StreamingTracker
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 
@@ -120,3 +121,44 @@ def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
         assert not (~shown[:-1] & shown[1:]).any(), shown
         # targets are disjoint: a pixel shows one object, the front one
         assert int(masks.sum(1).max()) <= 1
+
+
+
+def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch):
+    """The model learns on the path it is used on: one click on frame 0, then memory on
+    every later frame, gives the same masks in ``clip_loss`` as in ``StreamingTracker``."""
+    model = build_sam2().eval()  # trained weights: random ones hardly move a mask
+    clip = SceneGenerator(find_photos(PHOTOS), size=model.image_size).clip(
+        5, num_frames=10, num_targets=1, occlusion=True)
+    prompts, masks = [], []
+    first_prompt, prediction_loss = train.first_prompt, train.prediction_loss
+
+    def recorded_prompt(*args):
+        prompts.append(first_prompt(*args))
+        return prompts[-1]
+
+    def recorded_loss(out, *args):
+        masks.append(out.high_res_masks[0, 0])
+        return prediction_loss(out, *args)
+
+    monkeypatch.setattr(train, "PROMPT_ODDS", (1.0, 0.0, 0.0, 0.0))  # always one click
+    monkeypatch.setattr(train, "first_prompt", recorded_prompt)
+    monkeypatch.setattr(train, "prediction_loss", recorded_loss)
+    options = types.SimpleNamespace(correct_odds=0.0, image_odds=0.0, pixel_loss="bce",
+                                    hidden_weight=1.0)
+    with torch.no_grad():
+        train.clip_loss(model, torch.from_numpy(clip.frames)[None],
+                        torch.from_numpy(clip.masks)[None], options,
+                        np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert len(prompts) == 1 and len(masks) == len(clip.frames)
+    (points, labels), = prompts
+
+    tracker = StreamingTracker(model, memory_dtype=torch.float32)
+    for index, image in enumerate(clip.frames):
+        result = tracker.step(image).get(0)
+        if index == 0:
+            result = tracker.add_prompt(0, points=points[0].numpy(), labels=labels[0].numpy())
+        assert torch.allclose(torch.from_numpy(result.logits), masks[index], atol=1e-5), index
+    # a mask that moves with its target, not one the memory path leaves unchanged
+    shown = [(m > 0).float() for m in masks]
+    assert shown[0].sum() > 0 and any((s - shown[0]).abs().sum() > 0 for s in shown[1:])
