@@ -36,9 +36,10 @@ from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_E
 
 # SAM 2's loss weights: focal 20, dice 1, IoU prediction 1, object score 1.
 FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
-# The per-pixel mask losses --pixel-loss offers. SAM 2's focal loss (alpha 0.25) suits a model
-# that already segments; from scratch it holds a model at "all background" for hundreds of
-# steps, where plain cross-entropy + dice climbs at once (see the model card).
+# The per-pixel mask losses --pixel-loss offers. SAM 2's focal loss (alpha 0.25): from scratch
+# it holds a model at "all background" for hundreds of steps, where plain cross-entropy + dice
+# climbs at once; on the bundled model it trades masks that bleed for masks that fall short
+# (see the model card).
 PIXEL_LOSSES = ("bce", "focal")
 # First-frame prompt kinds and how often each is drawn.
 PROMPT_KINDS = ("click", "box", "clicks", "mask")
@@ -467,7 +468,7 @@ def parse_args(argv=None):
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--pixel-loss", choices=PIXEL_LOSSES, default="bce",
                         help="per-pixel mask loss beside dice: cross-entropy, or SAM 2's "
-                             "focal (x20), which suits fine-tuning a model that segments")
+                             "focal (x20)")
     parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     parser.add_argument("--correct-odds", type=float, default=0.5,
                         help="chance of a corrective click on the first / on a later frame")
