@@ -124,7 +124,17 @@ def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
 
 
 
-def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch):
+@pytest.fixture
+def one_thread():
+    """One CPU thread: a batch of frames and a single frame are then summed in the same
+    order, and the two paths agree to rounding, not to how threads split the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch, one_thread):
     """The model learns on the path it is used on: one click on frame 0, then memory on
     every later frame, gives the same masks in ``clip_loss`` as in ``StreamingTracker``."""
     model = build_sam2().eval()  # trained weights: random ones hardly move a mask
@@ -158,7 +168,8 @@ def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch):
         result = tracker.step(image).get(0)
         if index == 0:
             result = tracker.add_prompt(0, points=points[0].numpy(), labels=labels[0].numpy())
-        assert torch.allclose(torch.from_numpy(result.logits), masks[index], atol=1e-5), index
+        # within float rounding; storing memories in bfloat16 (the default) is 2e-3 off
+        assert torch.allclose(torch.from_numpy(result.logits), masks[index], atol=1e-4), index
     # a mask that moves with its target, not one the memory path leaves unchanged
     shown = [(m > 0).float() for m in masks]
     assert shown[0].sum() > 0 and any((s - shown[0]).abs().sum() > 0 for s in shown[1:])
