@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
+from sam_ros.tracker import StreamingTracker
 from sam_ros.training import train
 from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
-from sam_ros.tracker import StreamingTracker
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 
@@ -121,7 +121,6 @@ def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
         assert not (~shown[:-1] & shown[1:]).any(), shown
         # targets are disjoint: a pixel shows one object, the front one
         assert int(masks.sum(1).max()) <= 1
-
 
 
 @pytest.fixture
