@@ -38,15 +38,8 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run this module single-threaded: on a shared 2-core machine each multi-threaded op
-    waits for a descheduled worker at its barrier, which made these (mostly small) runs
-    about 2.5x slower in wall time. Restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small runs: one thread is faster here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,14 +22,8 @@ def max_err(a, b):
     return (a.float() - b.float()).abs().max().item()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these inputs are small enough that, on a shared 2-core machine,
-    thread hand-offs cost more than they save (and the run stays light for neighbours)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small runs: one thread is faster here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build_ours_like(ref_pe, ref_md):

@@ -123,19 +123,10 @@ def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
         assert int(masks.sum(1).max()) <= 1
 
 
-@pytest.fixture
-def one_thread():
-    """One CPU thread: a batch of frames and a single frame are then summed in the same
-    order, and the two paths agree to rounding, not to how threads split the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch, one_thread):
     """The model learns on the path it is used on: one click on frame 0, then memory on
-    every later frame, gives the same masks in ``clip_loss`` as in ``StreamingTracker``."""
+    every later frame, gives the same masks in ``clip_loss`` as in ``StreamingTracker``
+    (on one thread, where a batch of frames and a single frame sum in the same order)."""
     model = build_sam2().eval()  # trained weights: random ones hardly move a mask
     clip = SceneGenerator(find_photos(PHOTOS), size=model.image_size).clip(
         5, num_frames=10, num_targets=1, occlusion=True)
