@@ -2,6 +2,7 @@
 bundled model is the default. Quality on held-out video is the evaluation command's job
 (``python -m sam_ros.training.evaluate``), not a test: see the model card."""
 
+import math
 import types
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
     frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
     targets = torch.stack([torch.from_numpy(c.masks) for c in clips])
     options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss,
-                                    hidden_weight=1.0)
+                                    focal_alpha=0.25, dice_weight=1.0, hidden_weight=1.0)
     losses = []
     for step in range(12):
         # the same prompts every step: only the weights change
@@ -110,6 +111,21 @@ def test_hidden_weight_scales_the_object_score_loss_where_the_object_is_absent()
     assert torch.isclose(weighted - plain, 3.0 * hidden_score / 2, atol=1e-5)
 
 
+def test_focal_alpha_weighs_target_pixels_against_background_ones():
+    # an undecided mask (every logit 0) over a target that fills a quarter of the image
+    out = types.SimpleNamespace(high_res_multimasks=torch.zeros(1, 1, 16, 16),
+                                ious=torch.zeros(1, 1), object_score_logits=torch.zeros(1, 1))
+    truth = torch.zeros(1, 16, 16, dtype=torch.bool)
+    truth[0, :8, :8] = True
+    loss = {alpha: train.prediction_loss(out, truth, truth.flatten(1).any(1), "focal",
+                                         focal_alpha=alpha)[0] for alpha in (0.25, 0.75)}
+    # each pixel costs alpha_t * ln 2 * (1 - 0.5)^2: moving weight from the background
+    # (three quarters of the pixels) to the target lowers the mean
+    per_pixel = train.FOCAL_WEIGHT * math.log(2) * 0.25
+    expected = per_pixel * ((0.75 - 0.25) * 0.25 + (0.25 - 0.75) * 0.75)
+    assert torch.isclose(loss[0.75] - loss[0.25], torch.tensor(expected), atol=1e-5)
+
+
 def test_clip_stream_puts_the_tracked_target_first_and_pads_the_others():
     stream = iter(train.ClipStream(find_photos(PHOTOS), 64, frames=3, seed=0))
     for _ in range(6):
@@ -137,15 +153,15 @@ def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch, one_t
         prompts.append(first_prompt(*args))
         return prompts[-1]
 
-    def recorded_loss(out, *args):
+    def recorded_loss(out, *args, **kwargs):
         masks.append(out.high_res_masks[0, 0])
-        return prediction_loss(out, *args)
+        return prediction_loss(out, *args, **kwargs)
 
     monkeypatch.setattr(train, "PROMPT_ODDS", (1.0, 0.0, 0.0, 0.0))  # always one click
     monkeypatch.setattr(train, "first_prompt", recorded_prompt)
     monkeypatch.setattr(train, "prediction_loss", recorded_loss)
     options = types.SimpleNamespace(correct_odds=0.0, image_odds=0.0, pixel_loss="bce",
-                                    hidden_weight=1.0)
+                                    focal_alpha=0.25, dice_weight=1.0, hidden_weight=1.0)
     with torch.no_grad():
         train.clip_loss(model, torch.from_numpy(clip.frames)[None],
                         torch.from_numpy(clip.masks)[None], options,

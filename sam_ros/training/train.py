@@ -34,8 +34,9 @@ from ..tracker.streaming import PREV_LOGIT_LIMIT
 from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
                         TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
 
-# SAM 2's loss weights: focal 20, dice 1, IoU prediction 1, object score 1.
+# SAM 2's loss weights: focal 20 (alpha 0.25), dice 1, IoU prediction 1, object score 1.
 FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
+FOCAL_ALPHA = 0.25
 # The per-pixel mask losses --pixel-loss offers. SAM 2's focal loss (alpha 0.25): from scratch
 # it holds a model at "all background" for hundreds of steps, where plain cross-entropy + dice
 # climbs at once; on the bundled model it trades masks that bleed for masks that fall short
@@ -172,13 +173,15 @@ def first_prompt(kind, truth, generator):
 # ----------------------------------------------------------------- losses
 
 
-def prediction_loss(out, truth, present, pixel_loss="bce", hidden_weight=1.0):
+def prediction_loss(out, truth, present, pixel_loss="bce", hidden_weight=1.0,
+                    focal_alpha=FOCAL_ALPHA, dice_weight=DICE_WEIGHT):
     """SAM 2's losses for one prediction of B objects against B x S x S truth masks.
 
     The mask losses (``pixel_loss`` per pixel, plus dice) count only the best of the
     candidate masks and only where the object is present, the IoU-prediction loss all the
     candidates where it is present; the object-score loss counts everywhere, ``hidden_weight``
-    times over where the object is absent.
+    times over where the object is absent. ``focal_alpha`` is the focal loss's weight of a
+    target pixel (a background pixel gets 1 - alpha).
     """
     logits = out.high_res_multimasks
     target = truth[:, None].float().expand_as(logits)
@@ -186,13 +189,13 @@ def prediction_loss(out, truth, present, pixel_loss="bce", hidden_weight=1.0):
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if pixel_loss == "focal":
         p_t = prob * target + (1 - prob) * (1 - target)
-        alpha_t = 0.25 * target + 0.75 * (1 - target)
+        alpha_t = focal_alpha * target + (1 - focal_alpha) * (1 - target)
         pixel = FOCAL_WEIGHT * (alpha_t * bce * (1 - p_t) ** 2).flatten(2).mean(-1)
     else:
         pixel = bce.flatten(2).mean(-1)
     inter = (prob * target).flatten(2).sum(-1)
     dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
-    mask_loss = pixel + DICE_WEIGHT * dice
+    mask_loss = pixel + dice_weight * dice
     best = mask_loss.argmin(dim=1)
     rows = torch.arange(len(best), device=best.device)
     with torch.no_grad():
@@ -261,10 +264,12 @@ def clip_loss(model, frames, targets, options, rng, generator):
     present = truth.flatten(2).any(-1)  # B x T
     bank = ObjectMemory(0)
     losses, ious = [], []
+    mask_terms = dict(pixel_loss=options.pixel_loss, focal_alpha=options.focal_alpha,
+                      dice_weight=options.dice_weight)
 
     def score(out, frame):
-        loss, iou = prediction_loss(out, truth[:, frame], present[:, frame], options.pixel_loss,
-                                    options.hidden_weight)
+        loss, iou = prediction_loss(out, truth[:, frame], present[:, frame],
+                                    hidden_weight=options.hidden_weight, **mask_terms)
         losses.append(loss)
         ious.append(iou[present[:, frame]])
 
@@ -287,7 +292,7 @@ def clip_loss(model, frames, targets, options, rng, generator):
                                   [h[frame_rows] for h in features.high_res], points, labels,
                                   multimask=model.use_multimask(True, labels.shape[1]))
         loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)),
-                                    options.pixel_loss)
+                                    **mask_terms)
         losses.append(loss)
         ious.append(iou)
 
@@ -469,6 +474,10 @@ def parse_args(argv=None):
     parser.add_argument("--pixel-loss", choices=PIXEL_LOSSES, default="bce",
                         help="per-pixel mask loss beside dice: cross-entropy, or SAM 2's "
                              "focal (x20)")
+    parser.add_argument("--focal-alpha", type=float, default=FOCAL_ALPHA,
+                        help="focal loss's weight of target pixels (background: 1 - alpha)")
+    parser.add_argument("--dice-weight", type=float, default=DICE_WEIGHT,
+                        help="weight of the dice loss beside the per-pixel loss")
     parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     parser.add_argument("--correct-odds", type=float, default=0.5,
                         help="chance of a corrective click on the first / on a later frame")
