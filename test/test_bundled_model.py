@@ -10,13 +10,16 @@ what the model has.
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from sam_ros.model import build_sam2
-from sam_ros.training.evaluate import (held_out_clips, score_clip, segment_clip_without_memory,
-                                       summarize, track_clip_with_memory)
+from sam_ros.tools import segment_image
+from sam_ros.training.evaluate import (first_frame_clicks, held_out_clips, score_clip,
+                                       segment_clip_without_memory, summarize,
+                                       track_clip_with_memory)
 from sam_ros.training.metrics import region_similarity
 from sam_ros.training.synthetic import SceneGenerator, find_photos
 from sam_ros.training.train import init_for_training
@@ -63,6 +66,23 @@ def test_a_click_segments_a_held_out_object(generator, models):
     scores = {name: click_iou(model, clips) for name, model in models.items()}
     print(f"one click, mean IoU over {CLICK_CLIPS} held-out first frames: {scores}")  # pytest -s
     assert scores["bundled"] >= CLICK_IOU_FLOOR > scores["random"], scores
+
+
+def test_segment_image_tool_segments_with_the_bundled_model(generator, tmp_path, capsys):
+    """The command-line tool, given no checkpoint, answers a click as the bundled model does
+    (its one trained mask, not its untrained candidates)."""
+    ious = []
+    for clip in held_out_clips(generator, CLICK_CLIPS, 1, occlusion=False):
+        image = tmp_path / "frame.png"
+        cv2.imwrite(str(image), clip.frames[0][:, :, ::-1])
+        for target, (x, y) in zip(*first_frame_clicks(clip)):
+            segment_image.main([str(image), "--point", f"{x},{y}", "--out",
+                                str(tmp_path / "overlay.png"), "--mask-out",
+                                str(tmp_path / "mask.png")])
+            mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
+            ious.append(region_similarity(mask, clip.masks[0, target]))
+    assert "sam_ros_mini" in capsys.readouterr().out
+    assert np.mean(ious) >= CLICK_IOU_FLOOR, ious
 
 
 @pytest.fixture(scope="module")

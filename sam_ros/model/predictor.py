@@ -88,16 +88,20 @@ class SamImagePredictor:
 
     @torch.inference_mode()
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                multimask_output=True, return_logits=False):
+                multimask_output=None, return_logits=False):
         """Masks for a prompt on the current image.
 
         Coordinates are (x, y) pixels of the image given to ``set_image``; labels are 1 for
         foreground and 0 for background; ``box`` is [x_min, y_min, x_max, y_max];
-        ``mask_input`` is low-resolution logits from an earlier call. Returns
+        ``mask_input`` is low-resolution logits from an earlier call. ``multimask_output``
+        defaults to the model's config: three candidates for Meta's models (as their
+        predictor gives), the one trained mask for the bundled one. Returns
         ``(masks C x H x W, iou_scores C, low_res_logits C x h x w)`` as numpy arrays, with a
         leading batch axis when several prompts were given at once.
         """
         self._require_image()
+        if multimask_output is None:
+            multimask_output = self.model.config.multimask_output_in_sam
         coords, labels, mask = self._prompts(point_coords, point_labels, box, mask_input)
         decoder = self.model.sam_mask_decoder
         encoder = self.model.sam_prompt_encoder

@@ -1,11 +1,13 @@
-"""Segment one image from a click or a box and write the mask and an overlay.
+"""Segment one image from a click or a box and write an overlay of the mask (and the mask).
 
     python -m sam_ros.tools.segment_image IMAGE --point X,Y [--point X,Y,0] [--box X0,Y0,X1,Y1]
         [--checkpoint FILE] [--variant auto|sam2.1_hiera_t|...] [--device cpu|cuda]
-        [--precision float32|bfloat16] --out OUT.png
+        [--precision float32|bfloat16] --out OUT.png [--mask-out MASK.png]
 
-Without --checkpoint the model has random weights (Meta's files cannot be downloaded on
-every machine); the run then shows the pipeline working, not a meaningful mask.
+Without --checkpoint it uses the bundled small model (trained on generated scenes, see its
+model card); a named --variant without a checkpoint has random weights, which shows the
+pipeline working, not a meaningful mask. Where the model gives several candidate masks,
+the overlay shows the one it rates best.
 """
 
 import argparse
@@ -45,27 +47,27 @@ def main(argv=None):
     parser.add_argument("image")
     parser.add_argument("--point", type=parse_point, action="append", default=[])
     parser.add_argument("--box", type=parse_box)
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--variant", default=None,
-                        help="default: auto with a checkpoint, sam2.1_hiera_t without")
+    parser.add_argument("--checkpoint", help="Meta's checkpoint file (default: the bundled model)")
+    parser.add_argument("--variant", default="auto",
+                        help="auto (read off the checkpoint), or a name such as sam2.1_hiera_t")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="overlay image to write")
+    parser.add_argument("--mask-out", help="also write the mask (0 / 255, 8-bit PNG)")
     args = parser.parse_args(argv)
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         parser.error(f"cannot read image {args.image}")
     image = np.ascontiguousarray(bgr[:, :, ::-1])
-    variant = args.variant or ("auto" if args.checkpoint else "sam2.1_hiera_t")
-    if args.checkpoint is None:
-        print("segment_image: no --checkpoint, using RANDOM weights (pipeline check only)",
-              file=sys.stderr)
-        torch.manual_seed(0)
+    torch.manual_seed(0)  # the same random weights every run where no checkpoint gives them
     try:
-        model = build_sam2(variant, checkpoint=args.checkpoint, device=args.device)
-    except CheckpointError as exc:
+        model = build_sam2(args.variant, checkpoint=args.checkpoint, device=args.device)
+    except (CheckpointError, ValueError) as exc:  # a bad file, or an unknown variant name
         parser.exit(2, f"segment_image: {exc}\n")
+    if args.checkpoint is None and args.variant != "auto":
+        print(f"segment_image: {args.variant} without --checkpoint has RANDOM weights "
+              "(pipeline check only)", file=sys.stderr)
     predictor = SamImagePredictor(model, precision=args.precision)
 
     start = time.perf_counter()
@@ -86,6 +88,8 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), overlay(image, masks[best])[:, :, ::-1])
+    if args.mask_out:
+        cv2.imwrite(args.mask_out, masks[best].astype(np.uint8) * 255)
     print(f"{model.config.name}: {image.shape[1]}x{image.shape[0]} image, encoder "
           f"{encoded - start:.2f} s, prompt {1000 * (done - encoded):.0f} ms, mask "
           f"{int(masks[best].sum())} px, score {scores[best]:.3f} -> {out}")

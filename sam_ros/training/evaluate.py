@@ -123,11 +123,9 @@ def segment_clip_without_memory(model, clip, precision="float32"):
     masks = []
     start = time.perf_counter()
     predictor = SamImagePredictor(model, precision=precision)
-    multimask = model.use_multimask(True, 1)
     for frame in clip.frames:
         predictor.set_image(frame)
-        candidates, scores, _ = predictor.predict(point_coords=coords, point_labels=labels,
-                                                  multimask_output=multimask)
+        candidates, scores, _ = predictor.predict(point_coords=coords, point_labels=labels)
         # one prompt comes back without its batch axis
         candidates = candidates.reshape(len(targets), -1, *frame.shape[:2])
         masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
