@@ -18,6 +18,11 @@ from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 
 
+def training_options(*argv):
+    """train.py's options: its defaults, changed by ``argv``."""
+    return train.parse_args(["--out", "unused.pt", "--photos", str(PHOTOS), *argv])
+
+
 def test_bundled_model_is_the_default():
     model = build_sam2()
     assert model.config.name == "sam_ros_mini" and model.image_size == 256
@@ -45,8 +50,7 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
              for seed in (11, 12)]
     frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
     targets = torch.stack([torch.from_numpy(c.masks) for c in clips])
-    options = types.SimpleNamespace(correct_odds=0.5, image_odds=1.0, pixel_loss=pixel_loss,
-                                    focal_alpha=0.25, dice_weight=1.0, hidden_weight=1.0)
+    options = training_options("--image-odds", "1", "--pixel-loss", pixel_loss)
     losses = []
     for step in range(12):
         # the same prompts every step: only the weights change
@@ -160,8 +164,7 @@ def test_training_tracks_a_clip_as_the_streaming_tracker_does(monkeypatch, one_t
     monkeypatch.setattr(train, "PROMPT_ODDS", (1.0, 0.0, 0.0, 0.0))  # always one click
     monkeypatch.setattr(train, "first_prompt", recorded_prompt)
     monkeypatch.setattr(train, "prediction_loss", recorded_loss)
-    options = types.SimpleNamespace(correct_odds=0.0, image_odds=0.0, pixel_loss="bce",
-                                    focal_alpha=0.25, dice_weight=1.0, hidden_weight=1.0)
+    options = training_options("--correct-odds", "0", "--image-odds", "0")
     with torch.no_grad():
         train.clip_loss(model, torch.from_numpy(clip.frames)[None],
                         torch.from_numpy(clip.masks)[None], options,
