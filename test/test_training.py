@@ -63,6 +63,40 @@ def test_training_steps_lower_the_loss_on_a_batch(pixel_loss):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_candidates_only_trains_the_candidates_and_leaves_the_rest():
+    """``--candidates-only`` lowers the candidates' loss and changes their hypernetworks and
+    their rows of the IoU head, nothing else: the bundled model's single mask, its IoU
+    estimate, its object score and its tracking stay bit for bit."""
+    torch.manual_seed(0)
+    model = build_sam2().train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(train.candidate_parameters(model), lr=1e-3)
+    generator = SceneGenerator(find_photos(PHOTOS), size=256)
+    clips = [generator.clip(seed, num_frames=1, num_targets=2, occlusion=False)
+             for seed in (11, 12)]
+    frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
+    targets = torch.stack([torch.from_numpy(c.masks) for c in clips])
+    options = training_options("--candidates-only")
+    losses = []
+    for step in range(10):
+        # the same clicks every step: only the weights change
+        loss, _ = train.train_step(model, optimizer, frames, targets, options,
+                                   np.random.default_rng(0), torch.Generator().manual_seed(0))
+        losses.append(loss.item())
+    assert losses[-1] < 0.95 * losses[0], losses
+    changed = {name for name, value in model.state_dict().items()
+               if not torch.equal(value, before[name])}
+    rating = ("sam_mask_decoder.iou_prediction_head.layers.2.weight",
+              "sam_mask_decoder.iou_prediction_head.layers.2.bias")
+    trained = ("sam_mask_decoder.output_hypernetworks_mlps.1.",
+               "sam_mask_decoder.output_hypernetworks_mlps.2.",
+               "sam_mask_decoder.output_hypernetworks_mlps.3.", *rating)
+    assert changed and all(name.startswith(trained) for name in changed), changed
+    assert all(any(name.startswith(prefix) for name in changed) for prefix in trained)
+    # the last layer's row 0 rates the single mask
+    assert all(torch.equal(model.state_dict()[name][0], before[name][0]) for name in rating)
+
+
 def test_clicks_land_inside_their_regions_and_anywhere_when_empty():
     regions = torch.zeros(3, 8, 8, dtype=torch.bool)
     regions[0, 2, 5] = regions[0, 6, 1] = True  # two pixels

@@ -251,6 +251,12 @@ def encode_frames(model, images):
                          high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts))])
 
 
+def mask_terms(options):
+    """``prediction_loss``'s mask-loss options, as the command line set them."""
+    return dict(pixel_loss=options.pixel_loss, focal_alpha=options.focal_alpha,
+                dice_weight=options.dice_weight)
+
+
 def clip_loss(model, frames, targets, options, rng, generator):
     """Loss of one batch of clips (B x T x S x S x 3 uint8) with the masks of their targets
     (B x T x K x S x S): target 0 is tracked through the clip, and every target is
@@ -264,12 +270,11 @@ def clip_loss(model, frames, targets, options, rng, generator):
     present = truth.flatten(2).any(-1)  # B x T
     bank = ObjectMemory(0)
     losses, ious = [], []
-    mask_terms = dict(pixel_loss=options.pixel_loss, focal_alpha=options.focal_alpha,
-                      dice_weight=options.dice_weight)
+    terms = mask_terms(options)
 
     def score(out, frame):
         loss, iou = prediction_loss(out, truth[:, frame], present[:, frame],
-                                    hidden_weight=options.hidden_weight, **mask_terms)
+                                    hidden_weight=options.hidden_weight, **terms)
         losses.append(loss)
         ious.append(iou[present[:, frame]])
 
@@ -292,7 +297,7 @@ def clip_loss(model, frames, targets, options, rng, generator):
                                   [h[frame_rows] for h in features.high_res], points, labels,
                                   multimask=model.use_multimask(True, labels.shape[1]))
         loss, iou = prediction_loss(out, image_truth, image_truth.new_ones(len(image_truth)),
-                                    **mask_terms)
+                                    **terms)
         losses.append(loss)
         ious.append(iou)
 
@@ -348,6 +353,44 @@ def clip_loss(model, frames, targets, options, rng, generator):
     return mean_loss_and_iou(losses, ious)
 
 
+def candidate_parameters(model):
+    """Freeze ``model`` except what only its three candidate masks go through: their
+    hypernetwork MLPs and the IoU head's outputs that rate them (rows 1-3 of its last
+    layer; row 0 rates the single mask). Returns the optimiser's parameter groups. The
+    single mask, its IoU estimate, the object score and all that the tracker reads stay
+    bit for bit."""
+    decoder = model.sam_mask_decoder
+    model.requires_grad_(False)
+    hypernetworks = list(decoder.output_hypernetworks_mlps[1:].parameters())
+    rating = list(decoder.iou_prediction_head.layers[-1].parameters())
+    for parameter in hypernetworks + rating:
+        parameter.requires_grad_(True)
+    for parameter in rating:
+        parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:1]), grad[1:]]))
+    # no weight decay where row 0 must not move
+    return [{"params": hypernetworks}, {"params": rating, "weight_decay": 0.0}]
+
+
+def candidate_loss(model, frames, targets, options, generator):
+    """Loss of the three candidate masks (``--candidates-only``) answering one click on every
+    shown target of every frame: the mask loss on the best of them, every one's IoU
+    estimate supervised, as SAM 2 trains them."""
+    with torch.no_grad():  # the encoder is frozen: no graph to keep
+        features = encode_frames(model, normalise(frames.flatten(0, 1)))
+    slots = targets.flatten(0, 2)
+    rows = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
+    if not len(rows):
+        return None, None
+    truth = slots[rows]
+    frame_rows = rows // targets.shape[2]
+    points, labels = first_prompt("click", truth, generator)
+    out = model.predict_masks(model.without_memory(features.embed[frame_rows]),
+                              [h[frame_rows] for h in features.high_res], points, labels,
+                              multimask=True)
+    loss, iou = prediction_loss(out, truth, truth.new_ones(len(truth)), **mask_terms(options))
+    return mean_loss_and_iou([loss], [iou])
+
+
 def mean_loss_and_iou(losses, ious):
     """(mean loss, mean IoU of the predictions where the object shows), or (None, None)
     when nothing was scored (a one-frame clip prompted by its mask)."""
@@ -382,7 +425,10 @@ def train_step(model, optimizer, frames, targets, options, rng, generator):
     tensors, or (None, None) when nothing was scored."""
     cuda = frames.device.type == "cuda"
     with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=cuda):
-        loss, iou = clip_loss(model, frames, targets, options, rng, generator)
+        if options.candidates_only:
+            loss, iou = candidate_loss(model, frames, targets, options, generator)
+        else:
+            loss, iou = clip_loss(model, frames, targets, options, rng, generator)
     if loss is None:
         return None, None
     optimizer.zero_grad(set_to_none=True)
@@ -400,7 +446,8 @@ def train(options):
     else:
         model = init_for_training(build_sam2(options.variant, device=device))
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
+    parameters = candidate_parameters(model) if options.candidates_only else model.parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=options.lr,
                                   weight_decay=options.weight_decay)
     stream = ClipStream(options.photo_files, model.image_size, options.frames, options.seed,
                         options.occlusion_odds)
@@ -491,6 +538,10 @@ def parse_args(argv=None):
                         help="weight of the object-score loss on frames where the target is "
                              "hidden (SAM 2: 1). Hidden frames are rare; but 4 on the bundled "
                              "model made the head say 'hidden' everywhere (model card)")
+    parser.add_argument("--candidates-only", action="store_true",
+                        help="train only the three candidate masks and the IoU head, from one "
+                             "click on each target of each frame (the model's single mask and "
+                             "tracking stay as they are)")
     parser.add_argument("--workers", type=int, default=1, help="data-generating processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
