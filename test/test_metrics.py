@@ -10,8 +10,8 @@ import pytest
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
-    ClipScores, Setting, compare_table, evaluate, frames_after_occlusion, interior_point, main,
-    j_over_time, kinds_table, modes_table, paired_difference, per_target_j_and_f, score_clip,
+    ClipScores, Setting, answer_clicks, clicks_table, compare_table, evaluate,
+    frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table, paired_difference, per_target_j_and_f, score_clip,
     segment_clip_without_memory, summarize, time_table, track_clip_with_memory)
 from sam_ros.training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
 from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
@@ -224,5 +224,20 @@ def test_evaluate_renders_markdown(clip, model):
     assert spans[0].endswith("| J, frames 6-10 | J, frame 11 |")  # spans 1-5, 6-10, 11
     kinds = kinds_table(results).splitlines()
     assert len(kinds) == 4 and all(line.count("|") == len(ERROR_KINDS) + 2 for line in kinds)
+    clicks = clicks_table(results).splitlines()  # memory-off rows only
+    assert len(clicks) == 3 and clicks[2].startswith("| off | ")
     comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
     assert "+0.000" in comparison and "failed" in comparison
+
+
+def test_clicks_are_answered_with_one_mask_and_with_three(clip):
+    """``answer_clicks``: its single mask is what memory-off gives on frame 0 (the bundled
+    model's config asks for one mask), and the best candidate is at least the best-rated."""
+    model = build_sam2()
+    rows = answer_clicks(model, clip)
+    prediction = segment_clip_without_memory(model, clip)
+    assert len(rows) == len(prediction.targets) > 0
+    for i, (single, rated, best, *errors) in enumerate(rows):
+        truth = clip.masks[0, prediction.targets[i]]
+        assert single == region_similarity(prediction.masks[0, i], truth) > 0
+        assert 0.0 <= rated <= best <= 1.0 and all(0.0 <= e <= 1.0 for e in errors)

@@ -8,7 +8,8 @@ predictor re-prompted on each frame with that same first-frame click ("memory of
 baseline that shows what the memory is worth. Scores are also given on the frames right
 after an occlusion, where memory matters most, and for the tracker on whether it says
 a target is visible; J over time (by spans of frames), which shows how fast a track
-drifts off its target; and how the masks of shown targets miss (too large, lost, ...).
+drifts off its target; how the masks of shown targets miss (too large, lost, ...); and
+the first frame's clicks answered by the image predictor with one mask and with three.
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
@@ -49,6 +50,9 @@ MEMORY_ON = "memory on (streaming tracker)"
 MEMORY_OFF = "memory off (image predictor, frame-0 click)"
 # Reduced input sizes tried by --compare.
 COMPARE_IMAGE_SIZES = (192, 128)
+# The columns of ``answer_clicks``' rows, as the one-click table names them.
+CLICK_MEASURES = ("IoU, single mask", "IoU, best-rated candidate", "IoU, best candidate",
+                  "IoU estimate error, single", "IoU estimate error, candidates")
 
 
 # ------------------------------------------------------------------ one clip
@@ -131,6 +135,28 @@ def segment_clip_without_memory(model, clip, precision="float32"):
         masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
     seconds = time.perf_counter() - start
     return ClipPrediction(targets, np.array(masks, bool), None, seconds)
+
+
+def answer_clicks(model, clip, precision="float32"):
+    """The first frame's clicks answered both ways the image predictor can: the single mask
+    and the three candidate masks. Per prompted target, a row of: the single mask's IoU, the
+    best-rated candidate's IoU, the best candidate's IoU, and how far the IoU estimates are
+    off (mean absolute error) for the single mask and for the candidates."""
+    predictor = SamImagePredictor(model, precision=precision)
+    predictor.set_image(clip.frames[0])
+    rows = []
+    for target, click in zip(*first_frame_clicks(clip)):
+        truth = clip.masks[0, target]
+        answers = []
+        for multimask in (False, True):
+            masks, estimates, _ = predictor.predict(point_coords=np.array([click], np.float32),
+                                                    point_labels=np.array([1]),
+                                                    multimask_output=multimask)
+            answers.append((np.array([region_similarity(m, truth) for m in masks]), estimates))
+        (single, single_estimate), (candidates, estimates) = answers
+        rows.append((single[0], candidates[np.argmax(estimates)], candidates.max(),
+                     abs(single_estimate[0] - single[0]), np.abs(estimates - candidates).mean()))
+    return rows
 
 
 def frames_after_occlusion(visibility, count=AFTER_OCCLUSION_FRAMES):
@@ -269,6 +295,7 @@ def evaluate(settings, clips):
     """Run every setting on every clip (so each clip is generated once); returns
     ``{setting name: summary}`` with the model's milliseconds per frame."""
     scores = {s.name: [] for s in settings}
+    clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
     frames = 0
     for clip in clips:
@@ -277,11 +304,17 @@ def evaluate(settings, clips):
             prediction = run(setting.model, clip, precision=setting.precision)
             scores[setting.name].append(score_clip(clip, prediction))
             seconds[setting.name] += prediction.seconds
+            if not setting.memory:
+                clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision)
         frames += len(clip.frames)
-    return {s.name: {**summarize(scores[s.name]), "memory": s.memory, "precision": s.precision,
-                     "image_size": s.model.image_size, "note": s.note,
-                     "ms_per_frame": 1000 * seconds[s.name] / frames}
-            for s in settings}
+    results = {s.name: {**summarize(scores[s.name]), "memory": s.memory,
+                        "precision": s.precision, "image_size": s.model.image_size,
+                        "note": s.note, "ms_per_frame": 1000 * seconds[s.name] / frames}
+               for s in settings}
+    for name, rows in clicks.items():
+        results[name]["one_click"] = {"targets": len(rows), **dict(zip(
+            CLICK_MEASURES, np.mean(rows, axis=0).tolist() if rows else [None] * 5))}
+    return results
 
 
 def held_out_clips(generator, videos, frames, seed_offset=0, occlusion=True):
@@ -355,6 +388,18 @@ def kinds_table(results):
     for name, r in results.items():
         shares = r["shown_frames_by_kind"]
         lines.append(f"| {name} | " + " | ".join(_cell(shares[k]) for k in ERROR_KINDS) + " |")
+    return "\n".join(lines)
+
+
+def clicks_table(results):
+    """Markdown: the first frame's clicks, answered with one mask and with three."""
+    lines = ["| Mode | targets | " + " | ".join(CLICK_MEASURES) + " |",
+             "|---|---|" + "---|" * len(CLICK_MEASURES)]
+    for name, r in results.items():
+        if "one_click" in r:
+            clicks = r["one_click"]
+            lines.append(f"| {name} | {clicks['targets']} | "
+                         + " | ".join(_cell(clicks[m]) for m in CLICK_MEASURES) + " |")
     return "\n".join(lines)
 
 
@@ -518,6 +563,11 @@ def main(argv=None):
               f"large / small: {SIZE_SHARE:.0%} of the target covered / of the mask on it, "
               f"at the wrong size; partly off: the rest):\n")
         print(kinds_table(results) + "\n")
+        print("One click on each target's most interior pixel on frame 0, answered by the "
+              "image predictor with its single mask and with its three candidate masks "
+              "(`multimask_output`); the IoU estimate errors are mean absolute differences "
+              "between the model's estimates and the IoUs:\n")
+        print(clicks_table(results) + "\n")
         print("\n".join(differences(results, scored_checkpoints(args))))
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")
