@@ -9,6 +9,8 @@ click and become a conditioning frame, as in SAM 2. Every prediction is scored w
 (or SAM 2's focal, ``--pixel-loss focal``) + dice mask losses (on the best of the candidate
 masks), an IoU-prediction loss and an
 object-score loss, and the sum is back-propagated through the whole clip.
+``--candidates-only`` instead trains the three candidate masks alone, for a model (like the
+bundled one) whose config answers with its single mask.
 
     python -m sam_ros.training.train --out sam_ros_mini.pt --minutes 50
 
@@ -539,9 +541,9 @@ def parse_args(argv=None):
                              "hidden (SAM 2: 1). Hidden frames are rare; but 4 on the bundled "
                              "model made the head say 'hidden' everywhere (model card)")
     parser.add_argument("--candidates-only", action="store_true",
-                        help="train only the three candidate masks and the IoU head, from one "
-                             "click on each target of each frame (the model's single mask and "
-                             "tracking stay as they are)")
+                        help="train only the three candidate masks (their hypernetworks and "
+                             "their rows of the IoU head) from one click on each target of each "
+                             "frame; the single mask and tracking stay bit for bit")
     parser.add_argument("--workers", type=int, default=1, help="data-generating processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
