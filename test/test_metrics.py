@@ -11,8 +11,9 @@ import pytest
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
     ClipScores, Setting, answer_clicks, clicks_table, compare_table, evaluate,
-    frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table, paired_difference, per_target_j_and_f, score_clip,
-    segment_clip_without_memory, summarize, time_table, track_clip_with_memory)
+    frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table,
+    paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory, summarize,
+    time_table, track_clip_with_memory)
 from sam_ros.training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
 from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 

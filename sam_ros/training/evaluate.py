@@ -312,8 +312,8 @@ def evaluate(settings, clips):
                         "note": s.note, "ms_per_frame": 1000 * seconds[s.name] / frames}
                for s in settings}
     for name, rows in clicks.items():
-        results[name]["one_click"] = {"targets": len(rows), **dict(zip(
-            CLICK_MEASURES, np.mean(rows, axis=0).tolist() if rows else [None] * 5))}
+        means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
+        results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means))}
     return results
 
 
