@@ -2,28 +2,31 @@
 
 Every held-out clip (``synthetic.test_seed``, never used in training) hides one
 target completely for a few frames mid-clip. Each target fully visible on the first frame
-gets one positive click at its most interior pixel there and is then segmented on every
-later frame in two ways: by the streaming tracker ("memory on"), and by the image
-predictor re-prompted on each frame with that same first-frame click ("memory off"), the
-baseline that shows what the memory is worth. Scores are also given on the frames right
-after an occlusion, where memory matters most, and for the tracker on whether it says
-a target is visible; J over time (by spans of frames), which shows how fast a track
-drifts off its target; how the masks of shown targets miss (too large, lost, ...); and
-the first frame's clicks answered by the image predictor with one mask and with three.
+gets one positive click at its most interior pixel there (or, with ``--prompt``, its box
+or its mask) and is then segmented on every later frame in two ways: by the streaming
+tracker ("memory on"), and by the image predictor re-prompted on each frame with that same
+first-frame prompt ("memory off"), the baseline that shows what the memory is worth.
+Scores are also given on the frames right after an occlusion, where memory matters most,
+and for the tracker on whether it says a target is visible; J over time (by spans of
+frames), which shows how fast a track drifts off its target; how the masks of shown
+targets miss (too large, lost, ...); and the first frame's clicks answered by the image
+predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
+instead (DAVIS layout, ``labelled.py``): every object present on its first annotated frame
+is prompted there.
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
     python -m sam_ros.training.evaluate --json scores.json
+    python -m sam_ros.training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
 
-The result is a Markdown table on stdout, ready for a model card.
-"""
+The result is a Markdown table on stdout, ready for a model card."""
 
 import argparse
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import cv2
@@ -32,10 +35,12 @@ import torch
 
 from ..model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
 from ..model.common import autocast
+from ..model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 from ..model.transforms import preprocess
 from ..tracker import StreamingTracker
 from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
                       error_kind, region_similarity)
+from .labelled import find_sequences
 from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGenerator,
                         find_photos, test_seed)
 
@@ -47,7 +52,14 @@ AFTER_OCCLUSION_FRAMES = 5
 FRAMES_PER_SPAN = 5
 # The two modes' row names.
 MEMORY_ON = "memory on (streaming tracker)"
-MEMORY_OFF = "memory off (image predictor, frame-0 click)"
+MEMORY_OFF = "memory off (image predictor, frame-0 {prompt})"
+# How the targets are prompted on frame 0: one click on the most interior pixel (the
+# default), the ground truth's bounding box, or the ground-truth mask itself (DAVIS's
+# semi-supervised protocol).
+PROMPTS = ("click", "box", "mask")
+PROMPT_WORDS = {"click": "one click", "box": "its bounding box", "mask": "its mask"}
+# The generated evaluation set: clips and frames per clip.
+DEFAULT_VIDEOS, DEFAULT_FRAMES = 60, 40
 # Reduced input sizes tried by --compare.
 COMPARE_IMAGE_SIZES = (192, 128)
 # The columns of ``answer_clicks``' rows, as the one-click table names them.
@@ -95,13 +107,33 @@ def first_frame_clicks(clip):
     return targets, [interior_point(clip.masks[0, k]) for k in targets]
 
 
-def track_clip_with_memory(model, clip, precision="float32"):
-    """Memory on: one tracker over the clip, every target clicked on frame 0."""
+def first_frame_prompts(clip, prompt="click"):
+    """The targets to prompt and, for each, ``StreamingTracker.add_prompt``'s keywords for
+    a ``prompt`` of ``PROMPTS``."""
     targets, clicks = first_frame_clicks(clip)
+    if prompt == "click":
+        return targets, [{"points": [click], "labels": [1]} for click in clicks]
+    masks = [clip.masks[0, k] for k in targets]
+    if prompt == "mask":
+        return targets, [{"mask": mask} for mask in masks]
+    if prompt == "box":
+        return targets, [{"box": bounding_box(mask)} for mask in masks]
+    raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+
+
+def bounding_box(mask):
+    """[x_min, y_min, x_max, y_max] of a non-empty mask's pixels."""
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+
+
+def track_clip_with_memory(model, clip, precision="float32", prompt="click"):
+    """Memory on: one tracker over the clip, every target prompted on frame 0."""
+    targets, prompts = first_frame_prompts(clip, prompt)
     start = time.perf_counter()
     tracker = StreamingTracker(model, precision=precision)
     tracker.step(clip.frames[0])
-    rows = [[tracker.add_prompt(i, points=[click], labels=[1]) for i, click in enumerate(clicks)]]
+    rows = [[tracker.add_prompt(i, **p) for i, p in enumerate(prompts)]]
     for frame in clip.frames[1:]:
         results = tracker.step(frame)
         rows.append([results[i] for i in range(len(targets))])
@@ -113,23 +145,38 @@ def track_clip_with_memory(model, clip, precision="float32"):
                           visible.reshape(shape), seconds)
 
 
-def segment_clip_without_memory(model, clip, precision="float32"):
-    """Memory off: every frame segmented on its own from the first frame's clicks, as the
-    model answers one click (the best-rated of its candidate masks where its config asks for
+def image_prompts(model, prompts):
+    """``SamImagePredictor.predict``'s keywords for all of ``first_frame_prompts``' prompts
+    at once (all of one kind); a mask becomes mask input, logits at the prompt encoder's
+    input size scaled as the tracker scales a mask prompt."""
+    if "points" in prompts[0]:
+        return {"point_coords": np.array([p["points"] for p in prompts], np.float32),
+                "point_labels": np.array([p["labels"] for p in prompts], np.int32)}
+    if "box" in prompts[0]:
+        return {"box": np.array([p["box"] for p in prompts], np.float32)}
+    height, width = model.sam_prompt_encoder.mask_input_size
+    logits = [cv2.resize(p["mask"].astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_AREA) * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+              for p in prompts]
+    return {"mask_input": np.array(logits, np.float32)[:, None]}
+
+
+def segment_clip_without_memory(model, clip, precision="float32", prompt="click"):
+    """Memory off: every frame segmented on its own from the first frame's prompts, as the
+    model answers them (the best-rated of its candidate masks where its config asks for
     multimask output, as SAM 2's do; its single mask otherwise)."""
-    targets, clicks = first_frame_clicks(clip)
-    if not targets:  # nothing fully visible to click on: nothing to score
+    targets, prompts = first_frame_prompts(clip, prompt)
+    if not targets:  # nothing fully visible to prompt: nothing to score
         return ClipPrediction(targets, np.zeros((len(clip.frames), 0, *clip.frames.shape[1:3]),
                                                 bool), None, 0.0)
-    coords = np.array(clicks, np.float32).reshape(len(targets), 1, 2)
-    labels = np.ones((len(targets), 1), np.int32)
+    prompts = image_prompts(model, prompts)
     rows = np.arange(len(targets))
     masks = []
     start = time.perf_counter()
     predictor = SamImagePredictor(model, precision=precision)
     for frame in clip.frames:
         predictor.set_image(frame)
-        candidates, scores, _ = predictor.predict(point_coords=coords, point_labels=labels)
+        candidates, scores, _ = predictor.predict(**prompts)
         # one prompt comes back without its batch axis
         candidates = candidates.reshape(len(targets), -1, *frame.shape[:2])
         masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
@@ -291,9 +338,10 @@ class Setting:
     note: str = ""
 
 
-def evaluate(settings, clips):
-    """Run every setting on every clip (so each clip is generated once); returns
-    ``{setting name: summary}`` with the model's milliseconds per frame."""
+def evaluate(settings, clips, prompt="click"):
+    """Run every setting on every clip (so each clip is made or read once), the targets
+    prompted on frame 0 by ``prompt`` (one of ``PROMPTS``); returns ``{setting name:
+    summary}`` with the model's milliseconds per frame."""
     scores = {s.name: [] for s in settings}
     clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
@@ -301,7 +349,7 @@ def evaluate(settings, clips):
     for clip in clips:
         for setting in settings:
             run = track_clip_with_memory if setting.memory else segment_clip_without_memory
-            prediction = run(setting.model, clip, precision=setting.precision)
+            prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt)
             scores[setting.name].append(score_clip(clip, prediction))
             seconds[setting.name] += prediction.seconds
             if not setting.memory:
@@ -315,6 +363,17 @@ def evaluate(settings, clips):
         means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
         results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means))}
     return results
+
+
+def labelled_clips(sequences, frames=None):
+    """Labelled sequences, loaded one at a time (the first ``frames`` of each if given)."""
+    for sequence in sequences:
+        clip = sequence.load()
+        if frames:
+            clip = replace(clip, frames=clip.frames[:frames],
+                                       masks=clip.masks[:frames],
+                                       visibility=clip.visibility[:frames])
+        yield clip
 
 
 def held_out_clips(generator, videos, frames, seed_offset=0, occlusion=True):
@@ -433,8 +492,17 @@ def parse_args(argv=None):
     # 20 clips (30 targets) proved too few to rank checkpoints: two of them swapped
     # places between test clips 0-19 and 20-59 (model card); 60 give a J&F standard error
     # of about 0.02 (0.024 for the bundled model with memory)
-    parser.add_argument("--videos", type=int, default=60, help="held-out clips")
-    parser.add_argument("--frames", type=int, default=40, help="frames per clip")
+    parser.add_argument("--videos", type=int,
+                        help=f"held-out clips (default {DEFAULT_VIDEOS}; with --dataset: the "
+                             "first N sequences, default all)")
+    parser.add_argument("--frames", type=int,
+                        help=f"frames per clip (default {DEFAULT_FRAMES}; with --dataset: the "
+                             "first N annotated frames, default all)")
+    parser.add_argument("--dataset", help="score on labelled video in the DAVIS layout "
+                        "(sam_ros.training.labelled) instead of generated clips")
+    parser.add_argument("--prompt", choices=PROMPTS, default="click",
+                        help="frame-0 prompt of each target: one click on its most interior "
+                             "pixel, its bounding box, or its mask (DAVIS's protocol)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first held-out clip index (clips seed-offset .. +videos-1)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
@@ -452,16 +520,30 @@ def parse_args(argv=None):
                          or args.against):
         parser.error("--compare runs its own precisions, sizes and compilation: leave out "
                      "--precision, --image-size, --compile and --against")
-    if args.videos < 1 or args.frames < MIN_EVENT_FRAMES:
-        parser.error(f"need --videos >= 1 and --frames >= {MIN_EVENT_FRAMES} "
-                     "(room for an occlusion)")
+    if args.videos is not None and args.videos < 1:
+        parser.error("need --videos >= 1")
+    if args.dataset:
+        if args.seed_offset or args.photos:
+            parser.error("--seed-offset and --photos choose generated clips: leave them out "
+                         "with --dataset")
+        if args.frames is not None and args.frames < 2:
+            parser.error("need --frames >= 2: frame 0 is prompted, the rest are scored")
+        try:
+            args.sequences = find_sequences(args.dataset)[:args.videos]
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        args.videos = args.videos or DEFAULT_VIDEOS
+        args.frames = args.frames or DEFAULT_FRAMES
+        if args.frames < MIN_EVENT_FRAMES:
+            parser.error(f"need --frames >= {MIN_EVENT_FRAMES} (room for an occlusion)")
+        try:
+            args.photo_files = find_photos(args.photos)
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
     for checkpoint in (args.checkpoint, args.against):
         if checkpoint is not None and not os.path.isfile(checkpoint):
             parser.error(f"no checkpoint at {checkpoint}")
-    try:
-        args.photo_files = find_photos(args.photos)
-    except FileNotFoundError as exc:
-        parser.error(str(exc))
     return args
 
 
@@ -497,8 +579,9 @@ def _settings(args, build):
         # rows named apart, even for a checkpoint against itself
         suffix = (f", {'against ' if settings else ''}{os.path.basename(checkpoint)}"
                   if args.against else "")
+        memory_off = MEMORY_OFF.format(prompt=args.prompt)
         settings += [Setting(MEMORY_ON + suffix, model, True, args.precision, note),
-                     Setting(MEMORY_OFF + suffix, model, False, args.precision, note)]
+                     Setting(memory_off + suffix, model, False, args.precision, note)]
     return settings, {}
 
 
@@ -533,19 +616,26 @@ def main(argv=None):
         return build_sam2(checkpoint=checkpoint, device=args.device, **overrides)
 
     settings, failed = _settings(args, build)
-    generator = SceneGenerator(args.photo_files)
-    clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
-    results = evaluate(settings, clips)
+    if args.dataset:
+        clips = labelled_clips(args.sequences, args.frames)
+        source = (f"Labelled videos in `{args.dataset}`: {len(args.sequences)} sequences"
+                  f"{f' (first {args.frames} annotated frames)' if args.frames else ''}")
+    else:
+        generator = SceneGenerator(args.photo_files)
+        clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
+        source = (f"Held-out generated videos: {args.videos} clips x {args.frames} frames "
+                  f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1})")
+    results = evaluate(settings, clips, args.prompt)
     setup = {"checkpoint": os.path.abspath(args.checkpoint),
              "against": args.against and os.path.abspath(args.against), "device": args.device,
+             "dataset": args.dataset and os.path.abspath(args.dataset), "prompt": args.prompt,
              "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
              "objects": next(iter(results.values()))["objects"],
              "precision": args.precision, "image_size": settings[0].model.image_size,
              "torch": torch.__version__, "seconds": time.perf_counter() - start}
-    print(f"Held-out generated videos: {setup['videos']} clips x {setup['frames']} frames "
-          f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1}), "
-          f"{setup['objects']} targets, each given one click on frame 0; J, F over frames "
-          f"1..{args.frames - 1}; \"after occl.\": the {AFTER_OCCLUSION_FRAMES} frames from a "
+    print(f"{source}, {setup['objects']} targets, each given {PROMPT_WORDS[args.prompt]} on "
+          f"frame 0; J, F over the later frames; \"after occl.\": the "
+          f"{AFTER_OCCLUSION_FRAMES} frames from a "
           f"target's reappearance; ms/frame: model time per frame, all targets together. "
           f"Checkpoint `{os.path.basename(args.checkpoint)}`"
           + (f" against `{os.path.basename(args.against)}`" if args.against else "")
