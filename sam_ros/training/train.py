@@ -10,9 +10,11 @@ click and become a conditioning frame, as in SAM 2. Every prediction is scored w
 masks), an IoU-prediction loss and an
 object-score loss, and the sum is back-propagated through the whole clip.
 ``--candidates-only`` instead trains the three candidate masks alone, for a model (like the
-bundled one) whose config answers with its single mask.
+bundled one) whose config answers with its single mask. ``--dataset`` takes the clips from
+labelled video of one's own (DAVIS layout, ``labelled.py``) instead of the generator.
 
     python -m sam_ros.training.train --out sam_ros_mini.pt --minutes 50
+    python -m sam_ros.training.train --init sam_ros_mini.pt --dataset my_videos --out tuned.pt
 
 The result is a checkpoint in Meta's layout (``{"model": state_dict}``) that
 ``build_sam2("auto", checkpoint=...)`` loads like an official one.
@@ -33,6 +35,7 @@ from ..model.sam2 import ImageFeatures
 from ..model.transforms import PIXEL_MEAN, PIXEL_STD
 from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
 from ..tracker.streaming import PREV_LOGIT_LIMIT
+from .labelled import find_sequences, object_ids_in
 from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
                         TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
 
@@ -84,10 +87,47 @@ class ClipStream(IterableDataset):
             if len(candidates) == 0:
                 continue
             target = int(rng.choice(candidates))
-            order = [target] + [k for k in range(clip.masks.shape[1]) if k != target]
-            masks = np.zeros((self.frames, MAX_TARGETS, self.size, self.size), bool)
-            masks[:, :len(order)] = clip.masks[:, order]
-            yield torch.from_numpy(clip.frames), torch.from_numpy(masks)
+            yield torch.from_numpy(clip.frames), target_first(clip.masks, target)
+
+
+class LabelledClipStream(IterableDataset):
+    """An endless stream of training clips from labelled video (``labelled.find_sequences``),
+    in ``ClipStream``'s form: a random window of ``frames`` consecutive annotated frames of a
+    random sequence, resized to ``size x size``, tracking a random object present on the
+    window's first frame."""
+
+    def __init__(self, sequences, size, frames, seed):
+        self.sequences = [s for s in sequences if len(s.frames) >= frames]
+        if not self.sequences:
+            raise ValueError(f"no labelled sequence has {frames} annotated frames: lower "
+                             "--frames")
+        self.size, self.frames, self.seed = size, frames, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        cv2.setNumThreads(1)  # one decoding thread per worker process
+        while True:
+            sequence = self.sequences[rng.integers(len(self.sequences))]
+            first = int(rng.integers(len(sequence.frames) - self.frames + 1))
+            frames, ids = sequence.read(range(first, first + self.frames), size=self.size)
+            objects = object_ids_in(ids)
+            present = [k for k, v in enumerate(objects) if (ids[0] == v).any()]
+            if not present:
+                continue
+            masks = ids[:, None] == np.array(objects, ids.dtype).reshape(1, -1, 1, 1)
+            target = int(rng.choice(present))
+            yield torch.from_numpy(frames), target_first(masks, target)
+
+
+def target_first(masks, target):
+    """T x K x S x S masks -> T x ``MAX_TARGETS`` x S x S: the target to track first, then
+    the clip's other targets (as many as fit), then empty masks."""
+    order = [target] + [k for k in range(masks.shape[1]) if k != target]
+    order = order[:MAX_TARGETS]
+    padded = np.zeros((masks.shape[0], MAX_TARGETS, *masks.shape[2:]), bool)
+    padded[:, :len(order)] = masks[:, order]
+    return torch.from_numpy(padded)
 
 
 def init_for_training(model):
@@ -451,8 +491,12 @@ def train(options):
     parameters = candidate_parameters(model) if options.candidates_only else model.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=options.lr,
                                   weight_decay=options.weight_decay)
-    stream = ClipStream(options.photo_files, model.image_size, options.frames, options.seed,
-                        options.occlusion_odds)
+    if options.dataset:
+        stream = LabelledClipStream(options.sequences, model.image_size, options.frames,
+                                    options.seed)
+    else:
+        stream = ClipStream(options.photo_files, model.image_size, options.frames,
+                            options.seed, options.occlusion_odds)
     # pinned batches make the copies below asynchronous: at 320 clips a batch is 1 GB
     # (uint8 frames and bool masks), copied from pageable memory while the GPU waits
     loader = DataLoader(stream, batch_size=options.batch, num_workers=options.workers,
@@ -513,6 +557,9 @@ def parse_args(argv=None):
     parser.add_argument("--init", help="checkpoint to start from instead of a fresh model")
     parser.add_argument("--photos", help=f"folder of photographs for backgrounds and "
                         f"textures (default: ${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+    parser.add_argument("--dataset", help="train on labelled video in the DAVIS layout "
+                        "(sam_ros.training.labelled) instead of generated clips: fine-tuning "
+                        "on one's own footage, usually with --init")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--minutes", type=float, default=50.0, help="wall-clock budget")
     parser.add_argument("--steps", type=int, default=0, help="step budget (0: time only)")
@@ -549,6 +596,14 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
     parser.add_argument("--save-every", type=float, default=300.0, help="seconds")
     options = parser.parse_args(argv)
+    if options.dataset:
+        if options.photos:
+            parser.error("--photos is for generated clips: leave it out with --dataset")
+        try:
+            options.sequences = find_sequences(options.dataset)
+        except ValueError as e:
+            parser.error(str(e))
+        return options
     try:
         options.photo_files = find_photos(options.photos)
     except FileNotFoundError as e:

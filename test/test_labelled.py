@@ -1,0 +1,132 @@
+"""Labelled video in the DAVIS layout: read back as written, DAVIS's and YouTube-VOS's
+layouts found, bad ones refused with what is wrong, scored by ``evaluate --dataset``
+exactly as the generated clips it came from, and trained on by ``train --dataset``."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam_ros.model import build_sam2
+from sam_ros.training import evaluate, export_clips, train
+from sam_ros.training.labelled import (VOID_ID, davis_palette, find_sequences,
+                                       read_annotation, write_sequence)
+from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    return SceneGenerator(find_photos(PHOTOS), size=96).clip(7, num_frames=3, num_targets=3)
+
+
+def write_image(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 2:
+        Image.fromarray(array).save(path)  # greyscale: values are ids
+    else:
+        cv2.imwrite(str(path), array)
+
+
+def test_a_written_sequence_reads_back_as_it_was(tmp_path, clip):
+    write_sequence(tmp_path, "scene", clip.frames, clip.masks)
+    [sequence] = find_sequences(tmp_path)
+    assert sequence.name == "scene" and len(sequence.frames) == 3
+    loaded = sequence.load()
+    assert np.array_equal(loaded.frames, clip.frames)  # lossless PNG frames
+    present = [k for k in range(3) if clip.masks[:, k].any()]
+    assert loaded.object_ids == [k + 1 for k in present]
+    assert np.array_equal(loaded.masks, clip.masks[:, present])
+    assert np.array_equal(loaded.visibility, clip.masks[:, present].any(axis=(2, 3)))
+    with Image.open(sequence.annotations[0]) as label:  # DAVIS's palette: id 1 red, 2 green
+        assert label.mode == "P" and label.getpalette()[3:9] == [128, 0, 0, 0, 128, 0]
+    assert len(davis_palette()) == 768
+
+
+def test_davis_and_youtube_vos_layouts(tmp_path):
+    """A resolution folder (DAVIS's 480p) is part of the sequence name; frames without an
+    annotation (YouTube-VOS labels every fifth) are left out; void (255) is no object."""
+    frame = np.full((6, 8, 3), 90, np.uint8)
+    ids = np.zeros((6, 8), np.uint8)
+    ids[1:3, 1:4], ids[4, 5], ids[0, 7] = 3, 9, VOID_ID
+    for name in ("00000", "00005", "00010"):
+        write_image(tmp_path / "JPEGImages" / "480p" / "dogs" / f"{name}.jpg", frame)
+    write_image(tmp_path / "JPEGImages" / "480p" / "dogs" / "00001.jpg", frame)
+    for name in ("00000", "00005", "00010"):
+        write_image(tmp_path / "Annotations" / "480p" / "dogs" / f"{name}.png", ids)
+    [sequence] = find_sequences(tmp_path)
+    assert sequence.name == "480p/dogs"
+    assert [Path(f).stem for f in sequence.frames] == ["00000", "00005", "00010"]
+    loaded = sequence.load()
+    assert loaded.object_ids == [3, 9] and loaded.masks.shape == (3, 2, 6, 8)
+    assert loaded.masks[0, 0].sum() == 6 and loaded.masks[0, 1].sum() == 1
+    frames, labels = sequence.read([1], size=4)  # as training reads a window
+    assert frames.shape == (1, 4, 4, 3) and labels.shape == (1, 4, 4)
+    assert set(np.unique(labels)) <= {0, 3, 9, VOID_ID}
+
+
+def test_bad_layouts_are_refused_with_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="needs JPEGImages/ and Annotations/"):
+        find_sequences(tmp_path)
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    with pytest.raises(ValueError, match="no annotated sequences"):
+        find_sequences(tmp_path)
+    ids = np.zeros((6, 8), np.uint8)
+    write_image(tmp_path / "Annotations" / "a" / "00000.png", ids)
+    with pytest.raises(ValueError, match="has no frame 00000"):
+        find_sequences(tmp_path)
+    write_image(tmp_path / "JPEGImages" / "a" / "00000.jpg", np.zeros((5, 8, 3), np.uint8))
+    [sequence] = find_sequences(tmp_path)
+    with pytest.raises(ValueError, match="is 8x6 but its frame is 8x5"):
+        sequence.load()
+    coloured = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(coloured)
+    with pytest.raises(ValueError, match="indexed .palette. or greyscale"):
+        read_annotation(coloured)
+
+
+def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
+    """``export_clips --held-out`` writes evaluate's clips with the targets it prompts, so
+    ``evaluate --dataset`` must give exactly the figures of ``evaluate`` itself."""
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    common = ["--videos", "2", "--frames", str(12)]
+    export_clips.main([str(tmp_path / "set"), "--held-out", "--photos", str(PHOTOS), *common])
+    evaluate.main(["--photos", str(PHOTOS), *common, "--json", str(tmp_path / "gen.json")])
+    evaluate.main(["--dataset", str(tmp_path / "set"), "--json", str(tmp_path / "set.json")])
+    generated, labelled = (json.loads((tmp_path / f).read_text())["results"]
+                           for f in ("gen.json", "set.json"))
+    assert list(generated) == list(labelled)
+    for name in generated:
+        assert generated[name]["objects"] > 0
+        for key in ("J", "F", "J&F", "after_occlusion", "per_target", "J_over_time"):
+            assert labelled[name][key] == generated[name][key], (name, key)
+
+
+def test_training_takes_its_clips_from_a_dataset(tmp_path, clip):
+    """Windows of a sequence, target first, padded to ``MAX_TARGETS``; then two steps of
+    ``train --dataset`` write a loadable checkpoint."""
+    root = tmp_path / "set"
+    frames = np.concatenate([clip.frames] * 2)
+    masks = np.concatenate([clip.masks] * 2)
+    write_sequence(root, "long", frames, masks)
+    write_sequence(root, "short", clip.frames[:1], clip.masks[:1])  # too short: never drawn
+    stream = iter(train.LabelledClipStream(find_sequences(root), 64, 4, seed=0))
+    for _ in range(5):
+        window, targets = next(stream)
+        assert window.shape == (4, 64, 64, 3) and window.dtype == torch.uint8
+        assert targets.shape == (4, MAX_TARGETS, 64, 64) and targets[0, 0].any()
+    with pytest.raises(ValueError, match="no labelled sequence has 7 annotated frames"):
+        train.LabelledClipStream(find_sequences(root), 64, 7, seed=0)
+    out = tmp_path / "tuned.pt"
+    train.main(["--out", str(out), "--dataset", str(root), "--steps", "2", "--batch", "1",
+                "--frames", "4", "--workers", "0", "--log-every", "0"])
+    assert build_sam2("auto", checkpoint=out).config.name == "sam_ros_mini"
