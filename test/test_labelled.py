@@ -130,3 +130,20 @@ def test_training_takes_its_clips_from_a_dataset(tmp_path, clip):
     train.main(["--out", str(out), "--dataset", str(root), "--steps", "2", "--batch", "1",
                 "--frames", "4", "--workers", "0", "--log-every", "0"])
     assert build_sam2("auto", checkpoint=out).config.name == "sam_ros_mini"
+
+
+def test_fine_tuning_can_mix_in_generated_clips(tmp_path, clip):
+    """``--dataset-odds 0.5``: about half of the clips are the labelled sequence's (here a
+    single window, the same every time), the rest generated ones."""
+    root = tmp_path / "set"
+    write_sequence(root, "only", clip.frames, clip.masks)
+    options = train.parse_args(["--out", "x.pt", "--dataset", str(root), "--dataset-odds",
+                                "0.5", "--photos", str(PHOTOS), "--frames", "3"])
+    stream = iter(train.clip_stream(options, 64))
+    window, _ = find_sequences(root)[0].read(size=64)
+    labelled = sum(np.array_equal(next(stream)[0].numpy(), window) for _ in range(40))
+    assert 10 <= labelled <= 30, labelled
+    for wrong in (["--dataset-odds", "0.5"], ["--dataset", str(root), "--photos", str(PHOTOS)],
+                  ["--dataset", str(root), "--dataset-odds", "0"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--out", "x.pt", *wrong])

@@ -120,6 +120,34 @@ class LabelledClipStream(IterableDataset):
             yield torch.from_numpy(frames), target_first(masks, target)
 
 
+class MixedClipStream(IterableDataset):
+    """Clips drawn from ``first`` with odds ``odds``, else from ``second``: fine-tuning on
+    labelled video while the generated clips keep coming, against forgetting them."""
+
+    def __init__(self, first, second, odds, seed):
+        self.first, self.second, self.odds, self.seed = first, second, odds, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0, 1])
+        first, second = iter(self.first), iter(self.second)
+        while True:
+            yield next(first if rng.random() < self.odds else second)
+
+
+def clip_stream(options, size):
+    """The training clips ``options`` ask for: generated, labelled, or a mix."""
+    if options.dataset:
+        labelled = LabelledClipStream(options.sequences, size, options.frames, options.seed)
+        if options.dataset_odds >= 1.0:
+            return labelled
+    generated = ClipStream(options.photo_files, size, options.frames, options.seed,
+                           options.occlusion_odds)
+    if not options.dataset:
+        return generated
+    return MixedClipStream(labelled, generated, options.dataset_odds, options.seed)
+
+
 def target_first(masks, target):
     """T x K x S x S masks -> T x ``MAX_TARGETS`` x S x S: the target to track first, then
     the clip's other targets (as many as fit), then empty masks."""
@@ -491,12 +519,7 @@ def train(options):
     parameters = candidate_parameters(model) if options.candidates_only else model.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=options.lr,
                                   weight_decay=options.weight_decay)
-    if options.dataset:
-        stream = LabelledClipStream(options.sequences, model.image_size, options.frames,
-                                    options.seed)
-    else:
-        stream = ClipStream(options.photo_files, model.image_size, options.frames,
-                            options.seed, options.occlusion_odds)
+    stream = clip_stream(options, model.image_size)
     # pinned batches make the copies below asynchronous: at 320 clips a batch is 1 GB
     # (uint8 frames and bool masks), copied from pageable memory while the GPU waits
     loader = DataLoader(stream, batch_size=options.batch, num_workers=options.workers,
@@ -560,6 +583,9 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", help="train on labelled video in the DAVIS layout "
                         "(sam_ros.training.labelled) instead of generated clips: fine-tuning "
                         "on one's own footage, usually with --init")
+    parser.add_argument("--dataset-odds", type=float, default=1.0,
+                        help="with --dataset: share of clips taken from it; the rest are "
+                             "generated, against forgetting what the model knew")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--minutes", type=float, default=50.0, help="wall-clock budget")
     parser.add_argument("--steps", type=int, default=0, help="step budget (0: time only)")
@@ -596,14 +622,20 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
     parser.add_argument("--save-every", type=float, default=300.0, help="seconds")
     options = parser.parse_args(argv)
+    if not 0.0 < options.dataset_odds <= 1.0:
+        parser.error("--dataset-odds must be in (0, 1]")
+    if options.dataset_odds < 1.0 and not options.dataset:
+        parser.error("--dataset-odds needs --dataset")
     if options.dataset:
-        if options.photos:
-            parser.error("--photos is for generated clips: leave it out with --dataset")
         try:
             options.sequences = find_sequences(options.dataset)
         except ValueError as e:
             parser.error(str(e))
-        return options
+        if options.dataset_odds == 1.0:
+            if options.photos:
+                parser.error("--photos is for generated clips: with --dataset, leave it out "
+                             "or mix them in with --dataset-odds below 1")
+            return options
     try:
         options.photo_files = find_photos(options.photos)
     except FileNotFoundError as e:
