@@ -147,3 +147,10 @@ def test_fine_tuning_can_mix_in_generated_clips(tmp_path, clip):
                   ["--dataset", str(root), "--dataset-odds", "0"]):
         with pytest.raises(SystemExit):
             train.parse_args(["--out", "x.pt", *wrong])
+
+
+def test_a_dataset_without_objects_is_refused(tmp_path, clip):
+    write_sequence(tmp_path, "empty", clip.frames, np.zeros_like(clip.masks))
+    stream = iter(train.LabelledClipStream(find_sequences(tmp_path), 32, 2, seed=0))
+    with pytest.raises(ValueError, match="no object on their first frame"):
+        next(stream)

@@ -19,7 +19,8 @@ is prompted there.
     python -m sam_ros.training.evaluate --json scores.json
     python -m sam_ros.training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
 
-The result is a Markdown table on stdout, ready for a model card."""
+The result is a Markdown table on stdout, ready for a model card.
+"""
 
 import argparse
 import json
@@ -370,9 +371,8 @@ def labelled_clips(sequences, frames=None):
     for sequence in sequences:
         clip = sequence.load()
         if frames:
-            clip = replace(clip, frames=clip.frames[:frames],
-                                       masks=clip.masks[:frames],
-                                       visibility=clip.visibility[:frames])
+            clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
+                           visibility=clip.visibility[:frames])
         yield clip
 
 
@@ -533,8 +533,8 @@ def parse_args(argv=None):
         except ValueError as exc:
             parser.error(str(exc))
     else:
-        args.videos = args.videos or DEFAULT_VIDEOS
-        args.frames = args.frames or DEFAULT_FRAMES
+        args.videos = DEFAULT_VIDEOS if args.videos is None else args.videos
+        args.frames = DEFAULT_FRAMES if args.frames is None else args.frames
         if args.frames < MIN_EVENT_FRAMES:
             parser.error(f"need --frames >= {MIN_EVENT_FRAMES} (room for an occlusion)")
         try:

@@ -50,6 +50,8 @@ PIXEL_LOSSES = ("bce", "focal")
 # First-frame prompt kinds and how often each is drawn.
 PROMPT_KINDS = ("click", "box", "clicks", "mask")
 PROMPT_ODDS = (0.4, 0.25, 0.2, 0.15)
+# Random windows of labelled video in a row with no object to track before giving up.
+EMPTY_WINDOW_LIMIT = 1000
 # Frames the image encoder takes in one pass. On an H200 the encoder's attention failed
 # ("CUDA error: invalid argument") at 1,024 frames of 256 px, where its first stage attends
 # in 65,536 windows of 8 x 8: one more than the 65,535 blocks that a CUDA grid's second and
@@ -107,6 +109,7 @@ class LabelledClipStream(IterableDataset):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         cv2.setNumThreads(1)  # one decoding thread per worker process
+        misses = 0
         while True:
             sequence = self.sequences[rng.integers(len(self.sequences))]
             first = int(rng.integers(len(sequence.frames) - self.frames + 1))
@@ -114,7 +117,12 @@ class LabelledClipStream(IterableDataset):
             objects = object_ids_in(ids)
             present = [k for k, v in enumerate(objects) if (ids[0] == v).any()]
             if not present:
+                misses += 1
+                if misses == EMPTY_WINDOW_LIMIT:
+                    raise ValueError(f"{misses} windows in a row showed no object on their "
+                                     "first frame: are the annotations empty?")
                 continue
+            misses = 0
             masks = ids[:, None] == np.array(objects, ids.dtype).reshape(1, -1, 1, 1)
             target = int(rng.choice(present))
             yield torch.from_numpy(frames), target_first(masks, target)
