@@ -618,7 +618,8 @@ def main(argv=None):
     settings, failed = _settings(args, build)
     if args.dataset:
         clips = labelled_clips(args.sequences, args.frames)
-        source = (f"Labelled videos in `{args.dataset}`: {len(args.sequences)} sequences"
+        count = len(args.sequences)
+        source = (f"Labelled videos in `{args.dataset}`: {count} sequence{'s' * (count != 1)}"
                   f"{f' (first {args.frames} annotated frames)' if args.frames else ''}")
     else:
         generator = SceneGenerator(args.photo_files)
