@@ -70,7 +70,7 @@ class Sequence:
         """The whole sequence at its own resolution, one mask per object."""
         frames, ids = self.read()
         object_ids = object_ids_in(ids)
-        masks = ids[:, None] == np.array(object_ids, ids.dtype).reshape(1, -1, 1, 1)
+        masks = masks_of(ids, object_ids)
         visibility = masks.any(axis=(2, 3)).astype(np.float32)
         return LabelledClip(self.name, frames, masks, visibility, object_ids)
 
@@ -79,6 +79,11 @@ def object_ids_in(ids):
     """The object ids present in an array of annotations, ascending (no background, no
     void)."""
     return [int(v) for v in np.unique(ids) if v not in (0, VOID_ID)]
+
+
+def masks_of(ids, object_ids):
+    """T x H x W annotations -> T x K x H x W bool, one mask per id of ``object_ids``."""
+    return ids[:, None] == np.array(object_ids, ids.dtype).reshape(1, -1, 1, 1)
 
 
 def read_annotation(path):

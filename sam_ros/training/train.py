@@ -35,7 +35,7 @@ from ..model.sam2 import ImageFeatures
 from ..model.transforms import PIXEL_MEAN, PIXEL_STD
 from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
 from ..tracker.streaming import PREV_LOGIT_LIMIT
-from .labelled import find_sequences, object_ids_in
+from .labelled import find_sequences, masks_of, object_ids_in
 from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
                         TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
 
@@ -114,16 +114,15 @@ class LabelledClipStream(IterableDataset):
             sequence = self.sequences[rng.integers(len(self.sequences))]
             first = int(rng.integers(len(sequence.frames) - self.frames + 1))
             frames, ids = sequence.read(range(first, first + self.frames), size=self.size)
-            objects = object_ids_in(ids)
-            present = [k for k, v in enumerate(objects) if (ids[0] == v).any()]
-            if not present:
+            masks = masks_of(ids, object_ids_in(ids))
+            present = np.flatnonzero(masks[0].any(axis=(1, 2)))
+            if not len(present):
                 misses += 1
                 if misses == EMPTY_WINDOW_LIMIT:
                     raise ValueError(f"{misses} windows in a row showed no object on their "
                                      "first frame: are the annotations empty?")
                 continue
             misses = 0
-            masks = ids[:, None] == np.array(objects, ids.dtype).reshape(1, -1, 1, 1)
             target = int(rng.choice(present))
             yield torch.from_numpy(frames), target_first(masks, target)
 
