@@ -72,6 +72,18 @@ def test_davis_and_youtube_vos_layouts(tmp_path):
     assert set(np.unique(labels)) <= {0, 3, 9, VOID_ID}
 
 
+def test_objects_that_show_later_are_reported_unscored(tmp_path, clip, capsys):
+    """evaluate prompts on a sequence's first frame only: an object that first shows later
+    is named, not silently left out."""
+    masks = clip.masks[:, :2].copy()
+    masks[0, 1] = False  # object 2 shows from frame 1 on
+    write_sequence(tmp_path, "late", clip.frames, masks)
+    evaluate.main(["--dataset", str(tmp_path), "--json", str(tmp_path / "s.json")])
+    assert "after their sequence's first frame, not scored: 1, late:2)" in capsys.readouterr().out
+    setup = json.loads((tmp_path / "s.json").read_text())["setup"]
+    assert setup["unscored"] == ["late:2"] and setup["objects"] == 1
+
+
 def test_bad_layouts_are_refused_with_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="needs JPEGImages/ and Annotations/"):
         find_sequences(tmp_path)

@@ -12,7 +12,7 @@ frames), which shows how fast a track drifts off its target; how the masks of sh
 targets miss (too large, lost, ...); and the first frame's clicks answered by the image
 predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
 instead (DAVIS layout, ``labelled.py``): every object present on its first annotated frame
-is prompted there.
+is prompted there; objects that first show later are named and not scored.
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
@@ -366,13 +366,19 @@ def evaluate(settings, clips, prompt="click"):
     return results
 
 
-def labelled_clips(sequences, frames=None):
-    """Labelled sequences, loaded one at a time (the first ``frames`` of each if given)."""
+def labelled_clips(sequences, frames=None, unscored=None):
+    """Labelled sequences, loaded one at a time (the first ``frames`` of each if given).
+    The objects that first show after frame 0, which are not prompted and so not scored,
+    are appended to ``unscored`` as ``"sequence:id"``."""
     for sequence in sequences:
         clip = sequence.load()
         if frames:
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
                            visibility=clip.visibility[:frames])
+        if unscored is not None:
+            prompted = set(first_frame_clicks(clip)[0])
+            unscored += [f"{clip.name}:{object_id}" for k, object_id in enumerate(clip.object_ids)
+                         if k not in prompted and clip.visibility[:, k].any()]
         yield clip
 
 
@@ -616,8 +622,9 @@ def main(argv=None):
         return build_sam2(checkpoint=checkpoint, device=args.device, **overrides)
 
     settings, failed = _settings(args, build)
+    unscored = []  # labelled objects that no prompt reaches
     if args.dataset:
-        clips = labelled_clips(args.sequences, args.frames)
+        clips = labelled_clips(args.sequences, args.frames, unscored)
         count = len(args.sequences)
         source = (f"Labelled videos in `{args.dataset}`: {count} sequence{'s' * (count != 1)}"
                   f"{f' (first {args.frames} annotated frames)' if args.frames else ''}")
@@ -627,9 +634,13 @@ def main(argv=None):
         source = (f"Held-out generated videos: {args.videos} clips x {args.frames} frames "
                   f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1})")
     results = evaluate(settings, clips, args.prompt)
+    if unscored:
+        source += (f" (objects first showing after their sequence's first frame, not scored: "
+                   f"{len(unscored)}, {', '.join(unscored[:5])}{', ...' * (len(unscored) > 5)})")
     setup = {"checkpoint": os.path.abspath(args.checkpoint),
              "against": args.against and os.path.abspath(args.against), "device": args.device,
-             "dataset": args.dataset and os.path.abspath(args.dataset), "prompt": args.prompt,
+             "dataset": args.dataset and os.path.abspath(args.dataset), "unscored": unscored,
+             "prompt": args.prompt,
              "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
              "objects": next(iter(results.values()))["objects"],
              "precision": args.precision, "image_size": settings[0].model.image_size,
