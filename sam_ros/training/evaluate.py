@@ -102,18 +102,24 @@ def interior_point(mask):
     return [int(x), int(y)]
 
 
+def first_frame_targets(clip):
+    """The targets to prompt: those fully visible on frame 0."""
+    return [int(k) for k in np.flatnonzero(clip.visibility[0] >= FULLY_VISIBLE)]
+
+
 def first_frame_clicks(clip):
-    """The targets to prompt (fully visible on frame 0) and one click on each."""
-    targets = [int(k) for k in np.flatnonzero(clip.visibility[0] >= FULLY_VISIBLE)]
+    """The targets to prompt and one click on each."""
+    targets = first_frame_targets(clip)
     return targets, [interior_point(clip.masks[0, k]) for k in targets]
 
 
 def first_frame_prompts(clip, prompt="click"):
     """The targets to prompt and, for each, ``StreamingTracker.add_prompt``'s keywords for
     a ``prompt`` of ``PROMPTS``."""
-    targets, clicks = first_frame_clicks(clip)
     if prompt == "click":
+        targets, clicks = first_frame_clicks(clip)
         return targets, [{"points": [click], "labels": [1]} for click in clicks]
+    targets = first_frame_targets(clip)
     masks = [clip.masks[0, k] for k in targets]
     if prompt == "mask":
         return targets, [{"mask": mask} for mask in masks]
@@ -376,7 +382,7 @@ def labelled_clips(sequences, frames=None, unscored=None):
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
                            visibility=clip.visibility[:frames])
         if unscored is not None:
-            prompted = set(first_frame_clicks(clip)[0])
+            prompted = set(first_frame_targets(clip))
             unscored += [f"{clip.name}:{object_id}" for k, object_id in enumerate(clip.object_ids)
                          if k not in prompted and clip.visibility[:, k].any()]
         yield clip
