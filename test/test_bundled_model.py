@@ -18,8 +18,8 @@ import torch
 
 from sam_ros.model import build_sam2
 from sam_ros.tools import segment_image
-from sam_ros.training.evaluate import (answer_clicks, first_frame_clicks, held_out_clips,
-                                       score_clip, segment_clip_without_memory, summarize,
+from sam_ros.training.evaluate import (answer_clicks, held_out_clips, score_clip,
+                                       segment_clip_without_memory, summarize, target_prompts,
                                        track_clip_with_memory)
 from sam_ros.training.metrics import region_similarity
 from sam_ros.training.synthetic import SceneGenerator, find_photos
@@ -91,7 +91,9 @@ def test_segment_image_tool_segments_with_the_bundled_model(generator, tmp_path,
     for clip in held_out_clips(generator, CLICK_CLIPS, 1, occlusion=False):
         image = tmp_path / "frame.png"
         cv2.imwrite(str(image), clip.frames[0][:, :, ::-1])
-        for target, (x, y) in zip(*first_frame_clicks(clip)):
+        targets, _, prompts = target_prompts(clip)
+        for target, prompt in zip(targets, prompts):
+            [(x, y)] = prompt["points"]
             segment_image.main([str(image), "--point", f"{x},{y}", "--out",
                                 str(tmp_path / "overlay.png"), "--mask-out",
                                 str(tmp_path / "mask.png")])

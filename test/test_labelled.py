@@ -72,16 +72,32 @@ def test_davis_and_youtube_vos_layouts(tmp_path):
     assert set(np.unique(labels)) <= {0, 3, 9, VOID_ID}
 
 
-def test_objects_that_show_later_are_reported_unscored(tmp_path, clip, capsys):
-    """evaluate prompts on a sequence's first frame only: an object that first shows later
-    is named, not silently left out."""
+def test_an_object_that_shows_later_is_scored_from_where_it_first_shows(tmp_path, capsys):
+    """YouTube-VOS's protocol: an object first showing on frame 3 is prompted there and
+    scored on the frames after it, with memory and without, exactly as if its sequence
+    began on frame 3 (its own memory, its own frames counted from its prompt)."""
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    clip = SceneGenerator(find_photos(PHOTOS), size=96).clip(8, num_frames=8, num_targets=2)
     masks = clip.masks[:, :2].copy()
-    masks[0, 1] = False  # object 2 shows from frame 1 on
-    write_sequence(tmp_path, "late", clip.frames, masks)
-    evaluate.main(["--dataset", str(tmp_path), "--json", str(tmp_path / "s.json")])
-    assert "after their sequence's first frame, not scored: 1, late:2)" in capsys.readouterr().out
-    setup = json.loads((tmp_path / "s.json").read_text())["setup"]
-    assert setup["unscored"] == ["late:2"] and setup["objects"] == 1
+    masks[:3, 1] = False  # object 2 shows from frame 3 on
+    assert masks[3:, 1].any(axis=(1, 2)).all() and masks[0, 0].any()
+    write_sequence(tmp_path / "all", "late", clip.frames, masks)
+    write_sequence(tmp_path / "from3", "late", clip.frames[3:], masks[3:, 1:])
+    scored = {}
+    for name in ("all", "from3"):
+        evaluate.main(["--dataset", str(tmp_path / name), "--json", str(tmp_path / "s.json")])
+        scored[name] = json.loads((tmp_path / "s.json").read_text())
+    assert "1 object first showing after frame 0, prompted and scored from there: late:2@3" \
+        in capsys.readouterr().out
+    assert scored["all"]["setup"]["prompted_later"] == ["late:2@3"]
+    assert scored["all"]["setup"]["objects"] == 2 and scored["from3"]["setup"]["objects"] == 1
+    for late, alone in zip(scored["all"]["results"].values(),
+                           scored["from3"]["results"].values()):
+        assert late["per_target"]["J&F"][1] == alone["per_target"]["J&F"][0]
+    late_clicks, alone_clicks = (list(scored[name]["results"].values())[1]["one_click"]
+                                 for name in ("all", "from3"))
+    assert late_clicks["per_target_single_iou"][1] == alone_clicks["per_target_single_iou"][0]
 
 
 def test_bad_layouts_are_refused_with_what_is_wrong(tmp_path):

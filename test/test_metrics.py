@@ -179,7 +179,7 @@ def test_paired_differences_skip_targets_without_frames_after_an_occlusion():
     assert (mean, error, count) == (pytest.approx(0.4), pytest.approx(0.1), 2)
 
 
-def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model):
+def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model, capsys):
     if not PHOTOS.is_dir():
         pytest.skip(f"no photos at {PHOTOS}")
     random_weights = tmp_path / "random.pt"
@@ -196,9 +196,16 @@ def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model):
     ours, theirs = memory_on_rows(random_weights)
     assert ours["objects"] == theirs["objects"] > 0
     assert ours["per_target"]["J&F"] != theirs["per_target"]["J&F"]
+    capsys.readouterr()
     ours, again = memory_on_rows(BUNDLED_CHECKPOINT)
     mean, _, count = paired_difference(ours["per_target"]["J&F"], again["per_target"]["J&F"])
     assert mean == 0.0 and count == ours["objects"]
+    clicks = capsys.readouterr().out  # one row per checkpoint, and their paired difference
+    assert clicks.count("\n| sam_ros_mini.pt | ") == 2
+    [line] = [line for line in clicks.splitlines() if line.startswith("One click, IoU")]
+    assert line.startswith("One click, IoU of the single mask: sam_ros_mini.pt minus "
+                           "sam_ros_mini.pt, paired (± standard error): +0.000 ± ")
+    assert line.endswith(f" ({count} targets).")
 
 
 def test_a_clip_with_nothing_fully_visible_scores_no_targets(model):

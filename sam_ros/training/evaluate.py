@@ -11,13 +11,14 @@ and for the tracker on whether it says a target is visible; J over time (by span
 frames), which shows how fast a track drifts off its target; how the masks of shown
 targets miss (too large, lost, ...); and the first frame's clicks answered by the image
 predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
-instead (DAVIS layout, ``labelled.py``): every object present on its first annotated frame
-is prompted there; objects that first show later are named and not scored.
+instead (DAVIS layout, ``labelled.py``): every object is prompted on the first annotated
+frame it shows on and scored on the frames after it (YouTube-VOS's protocol).
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
     python -m sam_ros.training.evaluate --json scores.json
     python -m sam_ros.training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
+    python -m sam_ros.training.evaluate --checkpoint mine.pt --against other.pt  # paired
 
 The result is a Markdown table on stdout, ready for a model card.
 """
@@ -53,8 +54,8 @@ AFTER_OCCLUSION_FRAMES = 5
 FRAMES_PER_SPAN = 5
 # The two modes' row names.
 MEMORY_ON = "memory on (streaming tracker)"
-MEMORY_OFF = "memory off (image predictor, frame-0 {prompt})"
-# How the targets are prompted on frame 0: one click on the most interior pixel (the
+MEMORY_OFF = "memory off (image predictor, the {prompt} repeated)"
+# How the targets are prompted: one click on the most interior pixel (the
 # default), the ground truth's bounding box, or the ground-truth mask itself (DAVIS's
 # semi-supervised protocol).
 PROMPTS = ("click", "box", "mask")
@@ -75,14 +76,17 @@ class ClipPrediction:
     """A model's masks for the prompted targets of one clip."""
 
     targets: list  # the clip's target indices that were prompted, in column order
-    masks: np.ndarray  # T x len(targets) x H x W bool
+    starts: list  # the frame each target was prompted on
+    masks: np.ndarray  # T x len(targets) x H x W bool (empty before a target's prompt)
     visible: Optional[np.ndarray]  # T x len(targets) bool; None for the image predictor
     seconds: float  # time spent in the model
 
 
 @dataclass
 class ClipScores:
-    """Per frame and prompted target, frames 1.. (the prompted frame 0 is left out)."""
+    """Per prompted target, on the frames after the one it was prompted on: row d - 1 is
+    d frames after its prompt (frame d when it was prompted on frame 0). ``scored`` says
+    which rows a target has (one prompted later has fewer); the rest are NaN / False."""
 
     J: np.ndarray  # (T-1) x K region similarity
     F: np.ndarray  # (T-1) x K contour accuracy
@@ -91,6 +95,11 @@ class ClipScores:
     visible_correct: Optional[np.ndarray]  # (T-1) x K bool; None without a visibility output
     # (T-1) x K index into ERROR_KINDS, -1 where the target is hidden
     kinds: Optional[np.ndarray] = None
+    scored: Optional[np.ndarray] = None  # (T-1) x K bool; None: every row
+
+    def __post_init__(self):
+        if self.scored is None:
+            self.scored = np.ones(self.J.shape, bool)
 
 
 def interior_point(mask):
@@ -102,30 +111,38 @@ def interior_point(mask):
     return [int(x), int(y)]
 
 
-def first_frame_targets(clip):
-    """The targets to prompt: those fully visible on frame 0."""
-    return [int(k) for k in np.flatnonzero(clip.visibility[0] >= FULLY_VISIBLE)]
+def prompted_targets(clip, first_appearance=False):
+    """The targets to prompt and the frame each is prompted on. By default those fully
+    visible on frame 0, prompted there (the generated clips' protocol). With
+    ``first_appearance``, every object, on the first frame it shows on (YouTube-VOS's
+    protocol; on DAVIS, where objects show from frame 0, the same as DAVIS's), but for one
+    that first shows on the last frame, which leaves nothing to score."""
+    if not first_appearance:
+        targets = [int(k) for k in np.flatnonzero(clip.visibility[0] >= FULLY_VISIBLE)]
+        return targets, [0] * len(targets)
+    shown = clip.visibility[:-1] > 0
+    targets = [int(k) for k in np.flatnonzero(shown.any(axis=0))]
+    return targets, [int(np.argmax(shown[:, k])) for k in targets]
 
 
-def first_frame_clicks(clip):
-    """The targets to prompt and one click on each."""
-    targets = first_frame_targets(clip)
-    return targets, [interior_point(clip.masks[0, k]) for k in targets]
-
-
-def first_frame_prompts(clip, prompt="click"):
-    """The targets to prompt and, for each, ``StreamingTracker.add_prompt``'s keywords for
-    a ``prompt`` of ``PROMPTS``."""
+def prompt_for(prompt, mask):
+    """``StreamingTracker.add_prompt``'s keywords for a ``prompt`` of ``PROMPTS`` on a
+    target whose ground truth on that frame is ``mask``."""
     if prompt == "click":
-        targets, clicks = first_frame_clicks(clip)
-        return targets, [{"points": [click], "labels": [1]} for click in clicks]
-    targets = first_frame_targets(clip)
-    masks = [clip.masks[0, k] for k in targets]
-    if prompt == "mask":
-        return targets, [{"mask": mask} for mask in masks]
+        return {"points": [interior_point(mask)], "labels": [1]}
     if prompt == "box":
-        return targets, [{"box": bounding_box(mask)} for mask in masks]
-    raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        return {"box": bounding_box(mask)}
+    return {"mask": mask}
+
+
+def target_prompts(clip, prompt="click", first_appearance=False):
+    """The targets to prompt (``prompted_targets``), the frame of each and its prompt's
+    keywords (``prompt_for``)."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    targets, starts = prompted_targets(clip, first_appearance)
+    return targets, starts, [prompt_for(prompt, clip.masks[s, k])
+                             for k, s in zip(targets, starts)]
 
 
 def bounding_box(mask):
@@ -134,26 +151,26 @@ def bounding_box(mask):
     return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
 
 
-def track_clip_with_memory(model, clip, precision="float32", prompt="click"):
-    """Memory on: one tracker over the clip, every target prompted on frame 0."""
-    targets, prompts = first_frame_prompts(clip, prompt)
+def track_clip_with_memory(model, clip, precision="float32", prompt="click",
+                           first_appearance=False):
+    """Memory on: one tracker over the clip, every target prompted on its frame
+    (``target_prompts``) and tracked from there."""
+    targets, starts, prompts = target_prompts(clip, prompt, first_appearance)
+    masks = np.zeros((len(clip.frames), len(targets), *clip.frames.shape[1:3]), bool)
+    visible = np.zeros(masks.shape[:2], bool)
     start = time.perf_counter()
     tracker = StreamingTracker(model, precision=precision)
-    tracker.step(clip.frames[0])
-    rows = [[tracker.add_prompt(i, **p) for i, p in enumerate(prompts)]]
-    for frame in clip.frames[1:]:
+    for t, frame in enumerate(clip.frames):
         results = tracker.step(frame)
-        rows.append([results[i] for i in range(len(targets))])
-    seconds = time.perf_counter() - start
-    shape = (len(rows), len(targets))  # kept when there are no targets
-    masks = np.array([[r.mask for r in row] for row in rows], bool)
-    visible = np.array([[r.visible for r in row] for row in rows], bool)
-    return ClipPrediction(targets, masks.reshape(*shape, *clip.frames.shape[1:3]),
-                          visible.reshape(shape), seconds)
+        results.update({i: tracker.add_prompt(i, **prompts[i])
+                        for i, s in enumerate(starts) if s == t})
+        for i, result in results.items():
+            masks[t, i], visible[t, i] = result.mask, result.visible
+    return ClipPrediction(targets, starts, masks, visible, time.perf_counter() - start)
 
 
 def image_prompts(model, prompts):
-    """``SamImagePredictor.predict``'s keywords for all of ``first_frame_prompts``' prompts
+    """``SamImagePredictor.predict``'s keywords for all of ``target_prompts``' prompts
     at once (all of one kind); a mask becomes mask input, logits at the prompt encoder's
     input size scaled as the tracker scales a mask prompt."""
     if "points" in prompts[0]:
@@ -168,44 +185,53 @@ def image_prompts(model, prompts):
     return {"mask_input": np.array(logits, np.float32)[:, None]}
 
 
-def segment_clip_without_memory(model, clip, precision="float32", prompt="click"):
-    """Memory off: every frame segmented on its own from the first frame's prompts, as the
-    model answers them (the best-rated of its candidate masks where its config asks for
-    multimask output, as SAM 2's do; its single mask otherwise)."""
-    targets, prompts = first_frame_prompts(clip, prompt)
-    if not targets:  # nothing fully visible to prompt: nothing to score
-        return ClipPrediction(targets, np.zeros((len(clip.frames), 0, *clip.frames.shape[1:3]),
-                                                bool), None, 0.0)
+def segment_clip_without_memory(model, clip, precision="float32", prompt="click",
+                                first_appearance=False):
+    """Memory off: every frame segmented on its own from the prompts given so far
+    (``target_prompts``), as the model answers them (the best-rated of its candidate
+    masks where its config asks for multimask output, as SAM 2's do; its single mask
+    otherwise)."""
+    targets, starts, prompts = target_prompts(clip, prompt, first_appearance)
+    masks = np.zeros((len(clip.frames), len(targets), *clip.frames.shape[1:3]), bool)
+    if not targets:  # nothing to prompt: nothing to score
+        return ClipPrediction(targets, starts, masks, None, 0.0)
     prompts = image_prompts(model, prompts)
-    rows = np.arange(len(targets))
-    masks = []
+    starts = np.array(starts)
     start = time.perf_counter()
     predictor = SamImagePredictor(model, precision=precision)
-    for frame in clip.frames:
+    for t, frame in enumerate(clip.frames):
+        given = np.flatnonzero(starts <= t)
+        if not given.size:
+            continue
         predictor.set_image(frame)
-        candidates, scores, _ = predictor.predict(**prompts)
+        candidates, scores, _ = predictor.predict(**{key: value[given]
+                                                     for key, value in prompts.items()})
         # one prompt comes back without its batch axis
-        candidates = candidates.reshape(len(targets), -1, *frame.shape[:2])
-        masks.append(candidates[rows, scores.reshape(len(targets), -1).argmax(axis=1)])
-    seconds = time.perf_counter() - start
-    return ClipPrediction(targets, np.array(masks, bool), None, seconds)
+        candidates = candidates.reshape(len(given), -1, *frame.shape[:2])
+        best = scores.reshape(len(given), -1).argmax(axis=1)
+        masks[t, given] = candidates[np.arange(len(given)), best]
+    return ClipPrediction(targets, starts.tolist(), masks, None, time.perf_counter() - start)
 
 
-def answer_clicks(model, clip, precision="float32"):
-    """The first frame's clicks answered both ways the image predictor can: the single mask
-    and the three candidate masks. Per prompted target, a row of: the single mask's IoU, the
-    best-rated candidate's IoU, the best candidate's IoU, and how far the IoU estimates are
-    off (mean absolute error) for the single mask and for the candidates."""
+def answer_clicks(model, clip, precision="float32", first_appearance=False):
+    """Each target's click (``target_prompts``) answered on its frame both ways the image
+    predictor can: the single mask and the three candidate masks. Per prompted target, a
+    row of: the single mask's IoU, the best-rated candidate's IoU, the best candidate's
+    IoU, and how far the IoU estimates are off (mean absolute error) for the single mask
+    and for the candidates."""
     predictor = SamImagePredictor(model, precision=precision)
-    predictor.set_image(clip.frames[0])
     rows = []
-    for target, click in zip(*first_frame_clicks(clip)):
-        truth = clip.masks[0, target]
+    encoded = None  # the frame the predictor holds
+    for target, start, prompt in zip(*target_prompts(clip, "click", first_appearance)):
+        if start != encoded:
+            predictor.set_image(clip.frames[start])
+            encoded = start
+        truth = clip.masks[start, target]
         answers = []
         for multimask in (False, True):
-            masks, estimates, _ = predictor.predict(point_coords=np.array([click], np.float32),
-                                                    point_labels=np.array([1]),
-                                                    multimask_output=multimask)
+            masks, estimates, _ = predictor.predict(
+                point_coords=np.array(prompt["points"], np.float32),
+                point_labels=np.array(prompt["labels"]), multimask_output=multimask)
             answers.append((np.array([region_similarity(m, truth) for m in masks]), estimates))
         (single, single_estimate), (candidates, estimates) = answers
         rows.append((single[0], candidates[np.argmax(estimates)], candidates.max(),
@@ -224,28 +250,32 @@ def frames_after_occlusion(visibility, count=AFTER_OCCLUSION_FRAMES):
 
 
 def score_clip(clip, prediction):
-    """J and F of every prompted target on every frame but the prompted one. Where the
-    target is absent, both are 1 for an empty prediction and 0 otherwise (DAVIS)."""
-    gt = clip.masks[:, prediction.targets]
-    frames, objects = gt.shape[:2]
-    J = np.ones((frames - 1, objects))
-    F = np.ones((frames - 1, objects))
-    kinds = np.full((frames - 1, objects), -1)
-    for t in range(1, frames):
-        for i in range(objects):
-            pred, truth = prediction.masks[t, i], gt[t, i]
+    """J and F of every prompted target on every frame after the one it was prompted on,
+    by frames since its prompt (``ClipScores``). Where the target is absent, both are 1
+    for an empty prediction and 0 otherwise (DAVIS)."""
+    shape = (len(clip.frames) - 1, len(prediction.targets))
+    J, F = np.full(shape, np.nan), np.full(shape, np.nan)
+    kinds = np.full(shape, -1)
+    scored, after, hidden = (np.zeros(shape, bool) for _ in range(3))
+    correct = None if prediction.visible is None else np.zeros(shape, bool)
+    for i, (target, start) in enumerate(zip(prediction.targets, prediction.starts)):
+        rows = slice(0, shape[0] - start)
+        visibility = clip.visibility[start:, target]
+        scored[rows, i] = True
+        # from its prompt on: showing for the first time is not a reappearance
+        after[rows, i] = frames_after_occlusion(visibility[:, None])[1:, 0]
+        hidden[rows, i] = visibility[1:] == 0
+        if correct is not None:
+            correct[rows, i] = prediction.visible[start + 1:, i] == ~hidden[rows, i]
+        for row, t in enumerate(range(start + 1, len(clip.frames))):
+            pred, truth = prediction.masks[t, i], clip.masks[t, target]
             if truth.any():
-                J[t - 1, i] = region_similarity(pred, truth)
-                F[t - 1, i] = contour_accuracy(pred, truth)
-                kinds[t - 1, i] = ERROR_KINDS.index(error_kind(pred, truth))
-            elif pred.any():
-                J[t - 1, i] = F[t - 1, i] = 0.0
-    visibility = clip.visibility[:, prediction.targets]
-    hidden = visibility[1:] == 0
-    correct = None
-    if prediction.visible is not None:
-        correct = prediction.visible[1:] == ~hidden
-    return ClipScores(J, F, frames_after_occlusion(visibility)[1:], hidden, correct, kinds)
+                J[row, i] = region_similarity(pred, truth)
+                F[row, i] = contour_accuracy(pred, truth)
+                kinds[row, i] = ERROR_KINDS.index(error_kind(pred, truth))
+            else:
+                J[row, i] = F[row, i] = 0.0 if pred.any() else 1.0
+    return ClipScores(J, F, after, hidden, correct, kinds, scored)
 
 
 # ------------------------------------------------------------------ many clips
@@ -270,9 +300,9 @@ def per_target_j_and_f(scores, after_occlusion=False):
     occlusion: NaN for a target without any), in clip and column order."""
     values = [np.zeros(0)]
     for s in scores:
-        counted = s.after_occlusion if after_occlusion else np.ones_like(s.J, bool)
+        counted = s.scored & s.after_occlusion if after_occlusion else s.scored
         with np.errstate(invalid="ignore", divide="ignore"):
-            values.append(((s.J * counted).sum(0) + (s.F * counted).sum(0))
+            values.append((np.where(counted, s.J, 0).sum(0) + np.where(counted, s.F, 0).sum(0))
                           / (2 * counted.sum(0)))
     return np.concatenate(values)
 
@@ -293,12 +323,14 @@ def paired_difference(a, b):
 
 
 def j_over_time(scores, span=FRAMES_PER_SPAN):
-    """Mean J on the frames where the target shows, in spans of ``span`` frames from frame
-    1: ``[(first frame, last frame, mean J or None)]``. Clips may differ in length."""
+    """Mean J on the frames where the target shows, in spans of ``span`` frames from the
+    first after its prompt: ``[(first frame, last frame, mean J or None)]``, frames counted
+    from the prompt. Clips and targets may differ in length."""
     length = max((len(s.J) for s in scores), default=0)
     spans = []
     for start in range(0, length, span):
-        values = [s.J[start:start + span][~s.hidden[start:start + span]] for s in scores]
+        rows = slice(start, start + span)
+        values = [s.J[rows][s.scored[rows] & ~s.hidden[rows]] for s in scores]
         spans.append((start + 1, min(start + span, length), _mean(np.concatenate(values))))
     return spans
 
@@ -307,9 +339,9 @@ def summarize(scores):
     """Means over all object-frames of some clips' ``ClipScores``; each target's J&F (for
     paired comparisons) and the standard error of J&F over targets: the yardstick for
     telling two checkpoints apart."""
-    J = np.concatenate([s.J.ravel() for s in scores])
-    F = np.concatenate([s.F.ravel() for s in scores])
-    after = np.concatenate([s.after_occlusion.ravel() for s in scores])
+    J = np.concatenate([s.J[s.scored] for s in scores])
+    F = np.concatenate([s.F[s.scored] for s in scores])
+    after = np.concatenate([s.after_occlusion[s.scored] for s in scores])
     per_target = per_target_j_and_f(scores)
     summary = {"objects": sum(s.J.shape[1] for s in scores), "object_frames": int(J.size),
                **_j_and_f(J, F), "J&F_standard_error": standard_error(per_target),
@@ -320,14 +352,14 @@ def summarize(scores):
                                   _listed(per_target_j_and_f(scores, after_occlusion=True))},
                "J_over_time": j_over_time(scores)}
     if scores and all(s.kinds is not None for s in scores):
-        kinds = np.concatenate([s.kinds.ravel() for s in scores])
+        kinds = np.concatenate([s.kinds[s.scored] for s in scores])
         shown = kinds[kinds >= 0]
         summary["shown_frames_by_kind"] = {
             kind: (float(np.mean(shown == k)) if shown.size else None)
             for k, kind in enumerate(ERROR_KINDS)}
     if all(s.visible_correct is not None for s in scores):
-        hidden = np.concatenate([s.hidden.ravel() for s in scores])
-        correct = np.concatenate([s.visible_correct.ravel() for s in scores])
+        hidden = np.concatenate([s.hidden[s.scored] for s in scores])
+        correct = np.concatenate([s.visible_correct[s.scored] for s in scores])
         summary["visibility_accuracy"] = {
             "hidden": _mean(correct[hidden]), "visible": _mean(correct[~hidden]),
             "hidden_frames": int(hidden.sum()), "visible_frames": int((~hidden).sum())}
@@ -343,12 +375,13 @@ class Setting:
     memory: bool = True
     precision: str = "float32"
     note: str = ""
+    checkpoint: str = ""  # its file name, naming its rows where the mode does not
 
 
-def evaluate(settings, clips, prompt="click"):
+def evaluate(settings, clips, prompt="click", first_appearance=False):
     """Run every setting on every clip (so each clip is made or read once), the targets
-    prompted on frame 0 by ``prompt`` (one of ``PROMPTS``); returns ``{setting name:
-    summary}`` with the model's milliseconds per frame."""
+    prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says; returns
+    ``{setting name: summary}`` with the model's milliseconds per frame."""
     scores = {s.name: [] for s in settings}
     clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
@@ -356,35 +389,39 @@ def evaluate(settings, clips, prompt="click"):
     for clip in clips:
         for setting in settings:
             run = track_clip_with_memory if setting.memory else segment_clip_without_memory
-            prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt)
+            prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
+                             first_appearance=first_appearance)
             scores[setting.name].append(score_clip(clip, prediction))
             seconds[setting.name] += prediction.seconds
             if not setting.memory:
-                clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision)
+                clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision,
+                                                      first_appearance)
         frames += len(clip.frames)
     results = {s.name: {**summarize(scores[s.name]), "memory": s.memory,
                         "precision": s.precision, "image_size": s.model.image_size,
-                        "note": s.note, "ms_per_frame": 1000 * seconds[s.name] / frames}
+                        "note": s.note, "checkpoint": s.checkpoint,
+                        "ms_per_frame": 1000 * seconds[s.name] / frames}
                for s in settings}
     for name, rows in clicks.items():
         means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
-        results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means))}
+        results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means)),
+                                      "per_target_single_iou": [float(r[0]) for r in rows]}
     return results
 
 
-def labelled_clips(sequences, frames=None, unscored=None):
+def labelled_clips(sequences, frames=None, prompted_later=None):
     """Labelled sequences, loaded one at a time (the first ``frames`` of each if given).
-    The objects that first show after frame 0, which are not prompted and so not scored,
-    are appended to ``unscored`` as ``"sequence:id"``."""
+    The objects first showing after frame 0, prompted where they first show
+    (``prompted_targets``' ``first_appearance``), are appended to ``prompted_later`` as
+    ``"sequence:id@frame"``, the frame counted among the sequence's annotated frames."""
     for sequence in sequences:
         clip = sequence.load()
         if frames:
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
                            visibility=clip.visibility[:frames])
-        if unscored is not None:
-            prompted = set(first_frame_targets(clip))
-            unscored += [f"{clip.name}:{object_id}" for k, object_id in enumerate(clip.object_ids)
-                         if k not in prompted and clip.visibility[:, k].any()]
+        if prompted_later is not None:
+            prompted_later += [f"{clip.name}:{clip.object_ids[k]}@{start}"
+                               for k, start in zip(*prompted_targets(clip, True)) if start]
         yield clip
 
 
@@ -463,13 +500,14 @@ def kinds_table(results):
 
 
 def clicks_table(results):
-    """Markdown: the first frame's clicks, answered with one mask and with three."""
-    lines = ["| Mode | targets | " + " | ".join(CLICK_MEASURES) + " |",
+    """Markdown: the targets' clicks, answered with one mask and with three; a row per
+    checkpoint (from its memory-off row)."""
+    lines = ["| Checkpoint | targets | " + " | ".join(CLICK_MEASURES) + " |",
              "|---|---|" + "---|" * len(CLICK_MEASURES)]
     for name, r in results.items():
         if "one_click" in r:
             clicks = r["one_click"]
-            lines.append(f"| {name} | {clicks['targets']} | "
+            lines.append(f"| {r['checkpoint'] or name} | {clicks['targets']} | "
                          + " | ".join(_cell(clicks[m]) for m in CLICK_MEASURES) + " |")
     return "\n".join(lines)
 
@@ -513,8 +551,10 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", help="score on labelled video in the DAVIS layout "
                         "(sam_ros.training.labelled) instead of generated clips")
     parser.add_argument("--prompt", choices=PROMPTS, default="click",
-                        help="frame-0 prompt of each target: one click on its most interior "
-                             "pixel, its bounding box, or its mask (DAVIS's protocol)")
+                        help="each target's prompt, on frame 0 (with --dataset: on the "
+                             "first frame it shows on): one click on its most interior pixel, "
+                             "its bounding box, or its mask (DAVIS's and YouTube-VOS's "
+                             "protocol)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first held-out clip index (clips seed-offset .. +videos-1)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
@@ -592,8 +632,9 @@ def _settings(args, build):
         suffix = (f", {'against ' if settings else ''}{os.path.basename(checkpoint)}"
                   if args.against else "")
         memory_off = MEMORY_OFF.format(prompt=args.prompt)
-        settings += [Setting(MEMORY_ON + suffix, model, True, args.precision, note),
-                     Setting(memory_off + suffix, model, False, args.precision, note)]
+        name = os.path.basename(checkpoint)
+        settings += [Setting(MEMORY_ON + suffix, model, True, args.precision, note, name),
+                     Setting(memory_off + suffix, model, False, args.precision, note, name)]
     return settings, {}
 
 
@@ -608,8 +649,9 @@ def difference_line(label, a, b):
 
 def differences(results, checkpoints):
     """The paired differences worth printing: memory on against off, and with
-    ``--against`` each mode of the checkpoint against the same mode of the other. The
-    results hold both modes of each checkpoint, in order."""
+    ``--against`` each mode of the checkpoint against the same mode of the other, and
+    their single masks for the clicks. The results hold both modes of each checkpoint, in
+    order."""
     rows = list(results.values())
     names = [os.path.basename(c) for c in checkpoints]
     lines = [difference_line(f"Memory on minus off ({name})", rows[2 * i], rows[2 * i + 1])
@@ -617,6 +659,11 @@ def differences(results, checkpoints):
     if len(names) == 2:
         lines += [difference_line(f"{mode}: {names[0]} minus {names[1]}", rows[i], rows[i + 2])
                   for i, mode in enumerate(("Memory on", "Memory off"))]
+        mean, error, count = paired_difference(
+            *(rows[i]["one_click"]["per_target_single_iou"] for i in (1, 3)))
+        lines.append(f"One click, IoU of the single mask: {names[0]} minus {names[1]}, paired "
+                     f"(± standard error): {_cell(mean, signed=True)} ± {_cell(error)} "
+                     f"({count} targets).")
     return lines
 
 
@@ -628,9 +675,9 @@ def main(argv=None):
         return build_sam2(checkpoint=checkpoint, device=args.device, **overrides)
 
     settings, failed = _settings(args, build)
-    unscored = []  # labelled objects that no prompt reaches
+    prompted_later = []  # labelled objects first showing after frame 0
     if args.dataset:
-        clips = labelled_clips(args.sequences, args.frames, unscored)
+        clips = labelled_clips(args.sequences, args.frames, prompted_later)
         count = len(args.sequences)
         source = (f"Labelled videos in `{args.dataset}`: {count} sequence{'s' * (count != 1)}"
                   f"{f' (first {args.frames} annotated frames)' if args.frames else ''}")
@@ -639,20 +686,22 @@ def main(argv=None):
         clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
         source = (f"Held-out generated videos: {args.videos} clips x {args.frames} frames "
                   f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1})")
-    results = evaluate(settings, clips, args.prompt)
-    if unscored:
-        source += (f" (objects first showing after their sequence's first frame, not scored: "
-                   f"{len(unscored)}, {', '.join(unscored[:5])}{', ...' * (len(unscored) > 5)})")
+    results = evaluate(settings, clips, args.prompt, first_appearance=bool(args.dataset))
+    if prompted_later:
+        source += (f" ({len(prompted_later)} object{'s' * (len(prompted_later) != 1)} first "
+                   f"showing after frame 0, prompted and scored from there: "
+                   f"{', '.join(prompted_later[:5])}{', ...' * (len(prompted_later) > 5)})")
     setup = {"checkpoint": os.path.abspath(args.checkpoint),
              "against": args.against and os.path.abspath(args.against), "device": args.device,
-             "dataset": args.dataset and os.path.abspath(args.dataset), "unscored": unscored,
-             "prompt": args.prompt,
+             "dataset": args.dataset and os.path.abspath(args.dataset),
+             "prompted_later": prompted_later, "prompt": args.prompt,
              "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
              "objects": next(iter(results.values()))["objects"],
              "precision": args.precision, "image_size": settings[0].model.image_size,
              "torch": torch.__version__, "seconds": time.perf_counter() - start}
+    where = "the first frame it shows on" if args.dataset else "frame 0"
     print(f"{source}, {setup['objects']} targets, each given {PROMPT_WORDS[args.prompt]} on "
-          f"frame 0; J, F over the later frames; \"after occl.\": the "
+          f"{where}; J, F over the later frames; \"after occl.\": the "
           f"{AFTER_OCCLUSION_FRAMES} frames from a "
           f"target's reappearance; ms/frame: model time per frame, all targets together. "
           f"Checkpoint `{os.path.basename(args.checkpoint)}`"
@@ -664,14 +713,15 @@ def main(argv=None):
     else:
         print(f"Image size {setup['image_size']}, {args.precision}.\n")
         print(modes_table(results) + "\n")
-        print("Mean J over time, on the frames where the target shows:\n")
+        print("Mean J over time, on the frames where the target shows (frames counted from "
+              "the target's prompt):\n")
         print(time_table(results) + "\n")
         print(f"Shown target-frames by what the mask is (good: J >= {GOOD_J}; lost: under "
               f"{LOST_SHARE:.0%} of the mask on the target and of the target covered; too "
               f"large / small: {SIZE_SHARE:.0%} of the target covered / of the mask on it, "
               f"at the wrong size; partly off: the rest):\n")
         print(kinds_table(results) + "\n")
-        print("One click on each target's most interior pixel on frame 0, answered by the "
+        print(f"One click on each target's most interior pixel on {where}, answered by the "
               "image predictor with its single mask and with its three candidate masks "
               "(`multimask_output`); the IoU estimate errors are mean absolute differences "
               "between the model's estimates and the IoUs:\n")

@@ -14,7 +14,7 @@ what ``evaluate`` scores on the generated clips. Otherwise clips come from train
 
 import argparse
 
-from .evaluate import DEFAULT_FRAMES, DEFAULT_VIDEOS, first_frame_targets, held_out_clips
+from .evaluate import DEFAULT_FRAMES, DEFAULT_VIDEOS, held_out_clips, prompted_targets
 from .labelled import write_sequence
 from .synthetic import CHECKOUT_PHOTOS, PHOTOS_ENV, TRAIN_SEED_LIMIT, SceneGenerator, find_photos
 
@@ -29,7 +29,7 @@ def export(root, clips, held_out):
     """Write each clip as sequence ``clipNNNN``; returns how many were written."""
     count = 0
     for count, clip in enumerate(clips, 1):
-        targets = first_frame_targets(clip) if held_out else list(range(clip.masks.shape[1]))
+        targets = prompted_targets(clip)[0] if held_out else list(range(clip.masks.shape[1]))
         write_sequence(root, f"clip{count - 1:04d}", clip.frames, clip.masks[:, targets])
     return count
 
