@@ -3,7 +3,7 @@ for batches of clips, counting the model's forward, backward and optimiser step 
 are generated beforehand, so data generation is not counted; train.py reports that apart).
 
     .venv/bin/python bench/bench_training.py [--device cuda] [--batches 4,32] [--frames 8]
-                                             [--steps 3] [--profile]
+                                             [--steps 3] [--profile] [--freeze-encoder]
 
 It also counts the operators a step dispatches: on a GPU each is at least one kernel launch
 from Python, so a step cannot be faster than that count times the launch cost, whatever the
@@ -36,16 +36,20 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per batch size")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--photos", help="folder of photographs (as train.py)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="as train.py's")
     args = parser.parse_args()
     device = torch.device(args.device)
     train.configure_device(device)
     options = train.parse_args(["--out", "unused.pt", "--frames", str(args.frames)]
-                               + (["--photos", args.photos] if args.photos else []))
+                               + (["--photos", args.photos] if args.photos else [])
+                               + (["--freeze-encoder"] if args.freeze_encoder else []))
     model = build_sam2(device=device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = torch.optim.AdamW(train.trained_parameters(model, options), lr=1e-5)
     stream = iter(train.ClipStream(options.photo_files, model.image_size, args.frames, seed=0))
     print(f"{model.config.name}, {args.frames} frames per clip, image loss on "
-          f"{options.image_odds:.0%} of frame x target slots, {describe_machine(device)}")
+          f"{options.image_odds:.0%} of frame x target slots"
+          f"{', image encoder frozen' if args.freeze_encoder else ''}, "
+          f"{describe_machine(device)}")
     print(f"{'clips':>6}{'s/step':>9}{'frames/s':>10}{'ops/step':>10}{'peak GiB':>10}")
     for batch in (int(b) for b in args.batches.split(",")):
         frames, targets = (t.to(device) for t in make_batch(stream, batch))

@@ -97,6 +97,32 @@ def test_candidates_only_trains_the_candidates_and_leaves_the_rest():
     assert all(torch.equal(model.state_dict()[name][0], before[name][0]) for name in rating)
 
 
+def test_freeze_encoder_trains_all_but_the_image_encoder():
+    """``--freeze-encoder``: the image encoder stays bit for bit and gets no gradient (its
+    backward is the time saved); the memory path and the heads learn."""
+    torch.manual_seed(0)
+    model = build_sam2().train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    options = training_options("--freeze-encoder", "--frames", "3")
+    optimizer = torch.optim.AdamW(train.trained_parameters(model, options), lr=1e-3)
+    generator = SceneGenerator(find_photos(PHOTOS), size=256)
+    clips = [generator.clip(seed, num_frames=3, num_targets=2, occlusion=False)
+             for seed in (11, 12)]
+    frames = torch.stack([torch.from_numpy(c.frames) for c in clips])
+    targets = torch.stack([torch.from_numpy(c.masks) for c in clips])
+    for step in range(2):
+        train.train_step(model, optimizer, frames, targets, options,
+                         np.random.default_rng(step), torch.Generator().manual_seed(step))
+    changed = {name for name, value in model.state_dict().items()
+               if not torch.equal(value, before[name])}
+    assert not any(name.startswith("image_encoder.") for name in changed), changed
+    for module in ("memory_attention.", "memory_encoder.", "sam_mask_decoder."):
+        assert any(name.startswith(module) for name in changed), module
+    assert all(p.grad is None for p in model.image_encoder.parameters())
+    with pytest.raises(SystemExit):  # --candidates-only freezes more already
+        training_options("--freeze-encoder", "--candidates-only")
+
+
 def test_clicks_land_inside_their_regions_and_anywhere_when_empty():
     regions = torch.zeros(3, 8, 8, dtype=torch.bool)
     regions[0, 2, 5] = regions[0, 6, 1] = True  # two pixels

@@ -448,6 +448,17 @@ def candidate_parameters(model):
     return [{"params": hypernetworks}, {"params": rating, "weight_decay": 0.0}]
 
 
+def trained_parameters(model, options):
+    """The optimiser's parameters: all of them; with ``--candidates-only`` those of
+    ``candidate_parameters``; with ``--freeze-encoder`` all but the image encoder's, which
+    then builds no autograd graph (a step takes about half the time on the CPU)."""
+    if options.candidates_only:
+        return candidate_parameters(model)
+    if options.freeze_encoder:
+        model.image_encoder.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def candidate_loss(model, frames, targets, options, generator):
     """Loss of the three candidate masks (``--candidates-only``) answering one click on every
     shown target of every frame: the mask loss on the best of them, every one's IoU
@@ -523,8 +534,7 @@ def train(options):
     else:
         model = init_for_training(build_sam2(options.variant, device=device))
     model.train()
-    parameters = candidate_parameters(model) if options.candidates_only else model.parameters()
-    optimizer = torch.optim.AdamW(parameters, lr=options.lr,
+    optimizer = torch.optim.AdamW(trained_parameters(model, options), lr=options.lr,
                                   weight_decay=options.weight_decay)
     stream = clip_stream(options, model.image_size)
     # pinned batches make the copies below asynchronous: at 320 clips a batch is 1 GB
@@ -624,6 +634,9 @@ def parse_args(argv=None):
                         help="train only the three candidate masks (their hypernetworks and "
                              "their rows of the IoU head) from one click on each target of each "
                              "frame; the single mask and tracking stay bit for bit")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="leave the image encoder (trunk and neck) as it is and train the "
+                             "rest: about twice the clips per minute on a CPU")
     parser.add_argument("--workers", type=int, default=1, help="data-generating processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=float, default=30.0, help="seconds")
@@ -631,6 +644,9 @@ def parse_args(argv=None):
     options = parser.parse_args(argv)
     if not 0.0 < options.dataset_odds <= 1.0:
         parser.error("--dataset-odds must be in (0, 1]")
+    if options.freeze_encoder and options.candidates_only:
+        parser.error("--candidates-only freezes the encoder already: leave out "
+                     "--freeze-encoder")
     if options.dataset_odds < 1.0 and not options.dataset:
         parser.error("--dataset-odds needs --dataset")
     if options.dataset:
