@@ -94,6 +94,7 @@ def test_an_object_that_shows_later_is_scored_from_where_it_first_shows(tmp_path
     assert scored["all"]["setup"]["objects"] == 2 and scored["from3"]["setup"]["objects"] == 1
     for late, alone in zip(scored["all"]["results"].values(),
                            scored["from3"]["results"].values()):
+        assert late["per_target"]["targets"] == ["late:1", "late:2"]
         assert late["per_target"]["J&F"][1] == alone["per_target"]["J&F"][0]
     late_clicks, alone_clicks = (list(scored[name]["results"].values())[1]["one_click"]
                                  for name in ("all", "from3"))
@@ -135,8 +136,10 @@ def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
     assert list(generated) == list(labelled)
     for name in generated:
         assert generated[name]["objects"] > 0
-        for key in ("J", "F", "J&F", "after_occlusion", "per_target", "J_over_time"):
+        for key in ("J", "F", "J&F", "after_occlusion", "J_over_time"):
             assert labelled[name][key] == generated[name][key], (name, key)
+        for key in ("J&F", "J&F_after_occlusion"):
+            assert labelled[name]["per_target"][key] == generated[name]["per_target"][key]
 
 
 def test_training_takes_its_clips_from_a_dataset(tmp_path, clip):

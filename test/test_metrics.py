@@ -13,7 +13,7 @@ from sam_ros.training.evaluate import (
     ClipScores, Setting, answer_clicks, clicks_table, compare_table, evaluate,
     frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table,
     paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory, summarize,
-    time_table, track_clip_with_memory)
+    time_table, track_clip_with_memory, worst_targets)
 from sam_ros.training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
 from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 
@@ -177,6 +177,13 @@ def test_paired_differences_skip_targets_without_frames_after_an_occlusion():
     assert after_occlusion[0] == pytest.approx(0.2) and np.isnan(after_occlusion[1])
     mean, error, count = paired_difference([0.5, 0.7, None], [0.2, 0.2, 0.9])
     assert (mean, error, count) == (pytest.approx(0.4), pytest.approx(0.1), 2)
+
+
+def test_the_lowest_scoring_targets_are_named():
+    result = {"per_target": {"targets": ["a:1", "a:2", "b:1", "seed 3:0"],
+                             "J&F": [0.5, None, 0.2, 0.9]}}  # None: nothing scored
+    assert worst_targets(result, count=2) == [("b:1", 0.2), ("a:1", 0.5)]
+    assert worst_targets(result) == [("b:1", 0.2), ("a:1", 0.5), ("seed 3:0", 0.9)]
 
 
 def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model, capsys):

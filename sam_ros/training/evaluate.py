@@ -383,10 +383,12 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
     prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says; returns
     ``{setting name: summary}`` with the model's milliseconds per frame."""
     scores = {s.name: [] for s in settings}
+    names = []  # of the prompted targets, in column order
     clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
     frames = 0
     for clip in clips:
+        names += [target_name(clip, k) for k in prompted_targets(clip, first_appearance)[0]]
         for setting in settings:
             run = track_clip_with_memory if setting.memory else segment_clip_without_memory
             prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
@@ -402,11 +404,29 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
                         "note": s.note, "checkpoint": s.checkpoint,
                         "ms_per_frame": 1000 * seconds[s.name] / frames}
                for s in settings}
+    for result in results.values():
+        result["per_target"]["targets"] = names
     for name, rows in clicks.items():
         means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
         results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means)),
                                       "per_target_single_iou": [float(r[0]) for r in rows]}
     return results
+
+
+def target_name(clip, target):
+    """``"sequence:object id"`` for a labelled clip, ``"seed S:target index"`` for a
+    generated one."""
+    if hasattr(clip, "object_ids"):
+        return f"{clip.name}:{clip.object_ids[target]}"
+    return f"seed {clip.seed}:{target}"
+
+
+def worst_targets(result, count=5):
+    """The ``count`` targets of a row with the lowest J&F: ``[(name, J&F)]``."""
+    per_target = result["per_target"]
+    scored = [(j_and_f, name) for name, j_and_f in zip(per_target["targets"],
+                                                      per_target["J&F"]) if j_and_f is not None]
+    return [(name, j_and_f) for j_and_f, name in sorted(scored)[:count]]
 
 
 def labelled_clips(sequences, frames=None, prompted_later=None):
@@ -420,7 +440,7 @@ def labelled_clips(sequences, frames=None, prompted_later=None):
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
                            visibility=clip.visibility[:frames])
         if prompted_later is not None:
-            prompted_later += [f"{clip.name}:{clip.object_ids[k]}@{start}"
+            prompted_later += [f"{target_name(clip, k)}@{start}"
                                for k, start in zip(*prompted_targets(clip, True)) if start]
         yield clip
 
@@ -727,6 +747,9 @@ def main(argv=None):
               "between the model's estimates and the IoUs:\n")
         print(clicks_table(results) + "\n")
         print("\n".join(differences(results, scored_checkpoints(args))))
+        first = next(iter(results))
+        print(f"Lowest J&F, {first}: " + ", ".join(
+            f"{name} {j_and_f:.3f}" for name, j_and_f in worst_targets(results[first])) + ".")
     for name, why in failed.items():
         print(f"\n{name} failed: {why}")
     if settings[0].note:
