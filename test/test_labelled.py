@@ -72,6 +72,29 @@ def test_davis_and_youtube_vos_layouts(tmp_path):
     assert set(np.unique(labels)) <= {0, 3, 9, VOID_ID}
 
 
+def test_void_pixels_count_for_neither_j_nor_f(tmp_path, clip):
+    """DAVIS's evaluation leaves void (255) out of both measures: a mask that spills onto
+    void loses nothing, one that spills as far onto background does."""
+    ids = np.zeros((3, 32, 32), np.uint8)
+    ids[:, 8:20, 8:20] = 1
+    ids[:, 8:20, 20:24] = VOID_ID  # a void band along the object's right side
+    for t in range(3):
+        write_image(tmp_path / "JPEGImages" / "v" / f"{t:05d}.jpg", np.zeros((32, 32, 3), np.uint8))
+        write_image(tmp_path / "Annotations" / "v" / f"{t:05d}.png", ids[t])
+    loaded = find_sequences(tmp_path)[0].load()
+    assert np.array_equal(loaded.void, ids == VOID_ID) and loaded.object_ids == [1]
+    onto_void = loaded.masks[:, 0] | loaded.void
+    onto_background = loaded.masks[:, 0].copy()
+    onto_background[:, 8:20, 4:8] = True
+    prediction = evaluate.ClipPrediction([0, 0], [0, 0], np.stack([onto_void, onto_background],
+                                                                  axis=1), None, 0.0)
+    scores = evaluate.score_clip(loaded, prediction)
+    assert np.all(scores.J[:, 0] == 1) and np.all(scores.F[:, 0] == 1)
+    assert np.all(scores.J[:, 1] == 0.75) and np.all(scores.F[:, 1] < 1)
+    write_sequence(tmp_path / "plain", "p", clip.frames, clip.masks)
+    assert find_sequences(tmp_path / "plain")[0].load().void is None
+
+
 def test_an_object_that_shows_later_is_scored_from_where_it_first_shows(tmp_path, capsys):
     """YouTube-VOS's protocol: an object first showing on frame 3 is prompted there and
     scored on the frames after it, with memory and without, exactly as if its sequence

@@ -252,7 +252,9 @@ def frames_after_occlusion(visibility, count=AFTER_OCCLUSION_FRAMES):
 def score_clip(clip, prediction):
     """J and F of every prompted target on every frame after the one it was prompted on,
     by frames since its prompt (``ClipScores``). Where the target is absent, both are 1
-    for an empty prediction and 0 otherwise (DAVIS)."""
+    for an empty prediction and 0 otherwise; pixels a labelled clip marks void count for
+    neither (DAVIS)."""
+    void = getattr(clip, "void", None)  # generated clips have none
     shape = (len(clip.frames) - 1, len(prediction.targets))
     J, F = np.full(shape, np.nan), np.full(shape, np.nan)
     kinds = np.full(shape, -1)
@@ -269,6 +271,8 @@ def score_clip(clip, prediction):
             correct[rows, i] = prediction.visible[start + 1:, i] == ~hidden[rows, i]
         for row, t in enumerate(range(start + 1, len(clip.frames))):
             pred, truth = prediction.masks[t, i], clip.masks[t, target]
+            if void is not None:
+                pred = pred & ~void[t]
             if truth.any():
                 J[row, i] = region_similarity(pred, truth)
                 F[row, i] = contour_accuracy(pred, truth)
@@ -438,7 +442,8 @@ def labelled_clips(sequences, frames=None, prompted_later=None):
         clip = sequence.load()
         if frames:
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
-                           visibility=clip.visibility[:frames])
+                           visibility=clip.visibility[:frames],
+                           void=None if clip.void is None else clip.void[:frames])
         if prompted_later is not None:
             prompted_later += [f"{target_name(clip, k)}@{start}"
                                for k, start in zip(*prompted_targets(clip, True)) if start]

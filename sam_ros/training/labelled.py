@@ -14,6 +14,7 @@ cannot be told from ids without the tool's palette.
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -21,7 +22,8 @@ from PIL import Image
 
 FRAMES_DIR, ANNOTATIONS_DIR = "JPEGImages", "Annotations"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
-# DAVIS marks uncertain pixels (object borders in some sets) with this value: no object.
+# DAVIS marks uncertain pixels (object borders in some sets) with this value: no object,
+# and left out of J and F (as DAVIS's evaluation does).
 VOID_ID = 255
 
 
@@ -35,6 +37,8 @@ class LabelledClip:
     masks: np.ndarray  # T x K x H x W bool, K = len(object_ids)
     visibility: np.ndarray  # T x K float32: 1 where the object has pixels, else 0
     object_ids: list  # the annotation value of each mask, ascending
+    # T x H x W bool: pixels labelled void, which scoring leaves out (DAVIS); None if none
+    void: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -72,7 +76,9 @@ class Sequence:
         object_ids = object_ids_in(ids)
         masks = masks_of(ids, object_ids)
         visibility = masks.any(axis=(2, 3)).astype(np.float32)
-        return LabelledClip(self.name, frames, masks, visibility, object_ids)
+        void = ids == VOID_ID
+        return LabelledClip(self.name, frames, masks, visibility, object_ids,
+                            void if void.any() else None)
 
 
 def object_ids_in(ids):
