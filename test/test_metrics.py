@@ -155,6 +155,19 @@ def test_the_standard_error_is_taken_over_targets():
     assert summarize(clips[2:])["J&F_standard_error"] is None  # no target at all
 
 
+def test_j_and_f_average_targets_not_frames():
+    """As DAVIS's evaluation: a target scored on fewer frames (prompted later, or in a
+    shorter sequence) weighs as much as any other; its missing rows count for nothing."""
+    J = np.array([[1.0, 0.0], [1.0, np.nan], [1.0, np.nan], [1.0, np.nan]])
+    scored = ~np.isnan(J)
+    none = np.zeros(J.shape, bool)
+    summary = summarize([ClipScores(J, J, none, none, None, None, scored)])
+    assert summary["J"] == summary["F"] == summary["J&F"] == 0.5  # pooled frames: 0.8
+    assert summary["object_frames"] == 5 and summary["per_target"]["J&F"] == [1.0, 0.0]
+    assert [j for _, _, j in j_over_time([ClipScores(J, J, none, none, None, None, scored)],
+                                         span=2)] == pytest.approx([2 / 3, 1.0])
+
+
 def test_j_over_time_counts_only_shown_frames_span_by_span():
     J = np.array([[0.9], [0.7], [0.0], [0.4], [0.2]])  # frames 1-5 of one target
     hidden = np.array([[False], [False], [True], [False], [False]])

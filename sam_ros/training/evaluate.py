@@ -299,16 +299,22 @@ def standard_error(values):
     return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None
 
 
-def per_target_j_and_f(scores, after_occlusion=False):
-    """Each prompted target's J&F over its frames (or over only its frames right after an
-    occlusion: NaN for a target without any), in clip and column order."""
+def per_target_means(scores, measure, after_occlusion=False):
+    """Each prompted target's mean ``measure`` ("J" or "F") over its frames (or over only
+    its frames right after an occlusion: NaN for a target without any), in clip and column
+    order."""
     values = [np.zeros(0)]
     for s in scores:
         counted = s.scored & s.after_occlusion if after_occlusion else s.scored
         with np.errstate(invalid="ignore", divide="ignore"):
-            values.append((np.where(counted, s.J, 0).sum(0) + np.where(counted, s.F, 0).sum(0))
-                          / (2 * counted.sum(0)))
+            values.append(np.where(counted, getattr(s, measure), 0).sum(0) / counted.sum(0))
     return np.concatenate(values)
+
+
+def per_target_j_and_f(scores, after_occlusion=False):
+    """Each prompted target's J&F (``per_target_means``' J and F averaged)."""
+    return (per_target_means(scores, "J", after_occlusion)
+            + per_target_means(scores, "F", after_occlusion)) / 2
 
 
 def _listed(values):
@@ -340,15 +346,18 @@ def j_over_time(scores, span=FRAMES_PER_SPAN):
 
 
 def summarize(scores):
-    """Means over all object-frames of some clips' ``ClipScores``; each target's J&F (for
-    paired comparisons) and the standard error of J&F over targets: the yardstick for
-    telling two checkpoints apart."""
+    """Some clips' ``ClipScores`` summed up. J, F and J&F are each target's mean over its
+    frames, averaged over targets (as DAVIS's evaluation does: a long sequence weighs no
+    more than a short one); the frames after occlusions and the rest are pooled over
+    object-frames. Each target's J&F (for paired comparisons) and the standard error of
+    J&F over targets: the yardstick for telling two checkpoints apart."""
     J = np.concatenate([s.J[s.scored] for s in scores])
     F = np.concatenate([s.F[s.scored] for s in scores])
     after = np.concatenate([s.after_occlusion[s.scored] for s in scores])
     per_target = per_target_j_and_f(scores)
     summary = {"objects": sum(s.J.shape[1] for s in scores), "object_frames": int(J.size),
-               **_j_and_f(J, F), "J&F_standard_error": standard_error(per_target),
+               **_j_and_f(per_target_means(scores, "J"), per_target_means(scores, "F")),
+               "J&F_standard_error": standard_error(per_target),
                "after_occlusion": {"object_frames": int(after.sum()),
                                    **_j_and_f(J[after], F[after])},
                "per_target": {"J&F": _listed(per_target),
