@@ -67,7 +67,9 @@ def test_demo_runs_end_to_end(random_mini, tmp_path):
     sheet = cv2.imread(str(tmp_path / "generated.png"))
     assert sheet is not None and sheet.shape[0] > 0
     figures = json.loads((tmp_path / "figures.json").read_text())
-    assert figures["node_exit_status"] == 0 and list(figures["scenes"]) == ["generated"]
+    # the node's own log says why it did not exit cleanly (seen once, in a full-suite run)
+    assert figures["node_exit_status"] == 0, (tmp_path / "node.log").read_text()[-4000:]
+    assert list(figures["scenes"]) == ["generated"]
     fig = figures["scenes"]["generated"]
     assert fig["frames_published"] == 12
     assert set(fig["node"]) == {"frames_in", "processed", "dropped"}
