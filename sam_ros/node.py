@@ -34,6 +34,7 @@ Services: `~/segment` (sam_ros/Segment), `~/remove` (sam_ros/RemoveObject), `~/r
 """
 
 import collections
+import faulthandler
 import signal
 import sys
 import threading
@@ -238,6 +239,7 @@ class SamRosNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop()
         self._free()
+        self.get_logger().info("shut down")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -258,6 +260,9 @@ class SamRosNode(LifecycleNode):
             self._slot_cv.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=30.0)
+            if self._worker.is_alive():
+                self.get_logger().error("the worker did not stop within 30 s (kill -USR1 "
+                                        "prints every thread's stack)")
             self._worker = None
 
     def _free(self):
@@ -508,6 +513,8 @@ def main(args=None):
     argv = sys.argv if args is None else args
     auto = "--activate" in argv
     argv = [a for a in argv if a != "--activate"]
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a hang is found.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=argv)
     node = SamRosNode()
     executor = MultiThreadedExecutor(num_threads=3)
@@ -529,9 +536,12 @@ def main(args=None):
         # A second Ctrl-C must not cut the clean-up short: it would leave the worker inside
         # torch while the interpreter exits, and the process would abort.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        log = node.get_logger()
+        log.info("spin ended; stopping")
         node._stop()
         node.destroy_node()
         rclpy.try_shutdown()
+        log.info("exiting")  # after this line, a hang is in the interpreter's exit
     return 0
 
 

@@ -635,7 +635,8 @@ def test_the_executor_outlives_many_transitions(checkpoint, frame_rgb):
 
 def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
     """The installed executable in its own process: Ctrl-C while its worker is inside the
-    model, and Ctrl-C again during the clean-up, still end it cleanly (exit status 0)."""
+    model, and Ctrl-C again during the clean-up, still end it cleanly (exit status 0), each
+    shutdown step logged. SIGUSR1 first prints every thread's stack and changes nothing."""
     import signal
     import subprocess
 
@@ -666,6 +667,8 @@ def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
         assert tracks, "the node processed no frame"
         pub.publish(image)  # the worker takes it at once
         time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)  # every thread's stack, to find a hang by
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
@@ -677,3 +680,5 @@ def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
         camera.destroy_node()
         rclpy.try_shutdown(context=context)
     assert proc.returncode == 0 and "Traceback" not in output, output
+    assert " in _work" in output, output  # the worker's stack, printed on SIGUSR1
+    assert output.index("spin ended; stopping") < output.index("exiting"), output

@@ -223,13 +223,17 @@ def start_node(args, log):
 
 def stop_node(demo, proc, interrupted=False):
     """Lifecycle shutdown, then SIGINT (the node's main returns); after a Ctrl-C, which the
-    node got too, only the wait. Forced if it hangs."""
+    node got too, only the wait. Killed if it hangs, after it printed its threads' stacks."""
     if not interrupted and proc.poll() is None:
-        change_state(demo.caller, NODE, "shutdown", 10.0)
+        if change_state(demo.caller, NODE, "shutdown", 10.0) is None:
+            print("the node did not answer its lifecycle shutdown", file=sys.stderr)
         proc.send_signal(signal.SIGINT)
     try:
         return proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
+        print("the node hung on shutdown: its threads' stacks are in node.log", file=sys.stderr)
+        proc.send_signal(signal.SIGUSR1)  # the node prints every thread's stack
+        time.sleep(2.0)
         proc.kill()
         return proc.wait()
 
