@@ -254,7 +254,7 @@ def score_clip(clip, prediction):
     by frames since its prompt (``ClipScores``). Where the target is absent, both are 1
     for an empty prediction and 0 otherwise; pixels a labelled clip marks void count for
     neither (DAVIS)."""
-    void = getattr(clip, "void", None)  # generated clips have none
+    void = clip.void
     shape = (len(clip.frames) - 1, len(prediction.targets))
     J, F = np.full(shape, np.nan), np.full(shape, np.nan)
     kinds = np.full(shape, -1)
@@ -396,16 +396,18 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
     prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says; returns
     ``{setting name: summary}`` with the model's milliseconds per frame."""
     scores = {s.name: [] for s in settings}
-    names = []  # of the prompted targets, in column order
+    names, starts = [], []  # of the prompted targets, in column order
     clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
     frames = 0
     for clip in clips:
-        names += [target_name(clip, k) for k in prompted_targets(clip, first_appearance)[0]]
-        for setting in settings:
+        for i, setting in enumerate(settings):
             run = track_clip_with_memory if setting.memory else segment_clip_without_memory
             prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
                              first_appearance=first_appearance)
+            if i == 0:  # every setting prompts the same targets
+                names += [clip.target_name(k) for k in prediction.targets]
+                starts += prediction.starts
             scores[setting.name].append(score_clip(clip, prediction))
             seconds[setting.name] += prediction.seconds
             if not setting.memory:
@@ -418,7 +420,7 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
                         "ms_per_frame": 1000 * seconds[s.name] / frames}
                for s in settings}
     for result in results.values():
-        result["per_target"]["targets"] = names
+        result["per_target"].update(targets=names, starts=starts)
     for name, rows in clicks.items():
         means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
         results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means)),
@@ -426,12 +428,12 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
     return results
 
 
-def target_name(clip, target):
-    """``"sequence:object id"`` for a labelled clip, ``"seed S:target index"`` for a
-    generated one."""
-    if hasattr(clip, "object_ids"):
-        return f"{clip.name}:{clip.object_ids[target]}"
-    return f"seed {clip.seed}:{target}"
+def later_prompts(result):
+    """``"name@frame"`` of each target of a row prompted after frame 0 (an object first
+    showing later), the frame counted among the clip's annotated frames."""
+    per_target = result["per_target"]
+    return [f"{name}@{start}" for name, start in zip(per_target["targets"],
+                                                     per_target["starts"]) if start]
 
 
 def worst_targets(result, count=5):
@@ -442,20 +444,14 @@ def worst_targets(result, count=5):
     return [(name, j_and_f) for j_and_f, name in sorted(scored)[:count]]
 
 
-def labelled_clips(sequences, frames=None, prompted_later=None):
-    """Labelled sequences, loaded one at a time (the first ``frames`` of each if given).
-    The objects first showing after frame 0, prompted where they first show
-    (``prompted_targets``' ``first_appearance``), are appended to ``prompted_later`` as
-    ``"sequence:id@frame"``, the frame counted among the sequence's annotated frames."""
+def labelled_clips(sequences, frames=None):
+    """Labelled sequences, loaded one at a time (the first ``frames`` of each if given)."""
     for sequence in sequences:
         clip = sequence.load()
         if frames:
             clip = replace(clip, frames=clip.frames[:frames], masks=clip.masks[:frames],
                            visibility=clip.visibility[:frames],
                            void=None if clip.void is None else clip.void[:frames])
-        if prompted_later is not None:
-            prompted_later += [f"{target_name(clip, k)}@{start}"
-                               for k, start in zip(*prompted_targets(clip, True)) if start]
         yield clip
 
 
@@ -709,9 +705,8 @@ def main(argv=None):
         return build_sam2(checkpoint=checkpoint, device=args.device, **overrides)
 
     settings, failed = _settings(args, build)
-    prompted_later = []  # labelled objects first showing after frame 0
     if args.dataset:
-        clips = labelled_clips(args.sequences, args.frames, prompted_later)
+        clips = labelled_clips(args.sequences, args.frames)
         count = len(args.sequences)
         source = (f"Labelled videos in `{args.dataset}`: {count} sequence{'s' * (count != 1)}"
                   f"{f' (first {args.frames} annotated frames)' if args.frames else ''}")
@@ -721,6 +716,7 @@ def main(argv=None):
         source = (f"Held-out generated videos: {args.videos} clips x {args.frames} frames "
                   f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1})")
     results = evaluate(settings, clips, args.prompt, first_appearance=bool(args.dataset))
+    prompted_later = later_prompts(next(iter(results.values())))
     if prompted_later:
         source += (f" ({len(prompted_later)} object{'s' * (len(prompted_later) != 1)} first "
                    f"showing after frame 0, prompted and scored from there: "

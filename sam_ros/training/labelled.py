@@ -40,6 +40,10 @@ class LabelledClip:
     # T x H x W bool: pixels labelled void, which scoring leaves out (DAVIS); None if none
     void: Optional[np.ndarray] = None
 
+    def target_name(self, target):
+        """How evaluation names a target: ``"sequence:object id"``."""
+        return f"{self.name}:{self.object_ids[target]}"
+
 
 @dataclass
 class Sequence:

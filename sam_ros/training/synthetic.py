@@ -50,6 +50,11 @@ class Clip:
     masks: np.ndarray  # T x K x H x W bool: visible pixels of each target
     visibility: np.ndarray  # T x K float32: visible / whole-shape pixels; 0 = hidden or off-frame
     seed: int
+    void = None  # no pixel is left out of scoring (labelled clips may have some)
+
+    def target_name(self, target):
+        """How evaluation names a target: ``"seed S:target index"``."""
+        return f"seed {self.seed}:{target}"
 
 
 @dataclass(eq=False)  # compared by identity when reordered
