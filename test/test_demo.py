@@ -39,6 +39,11 @@ def random_mini(tmp_path_factory):
     return str(path)
 
 
+def node_log_tail(out):
+    """The end of the node's log, enough to hold every thread's stack dump."""
+    return (out / "node.log").read_text()[-12000:]
+
+
 def known_flake(r, out):
     """Why this demo run failed in one of the two known, unexplained ways; None otherwise.
 
@@ -60,8 +65,7 @@ def known_flake(r, out):
     if r.returncode != 0 and lost:
         return "frames lost between the demo and the node. The demo's output:\n" + r.stdout
     if r.returncode == 0 and figures["node_exit_status"] != 0:
-        return (f"node exit status {figures['node_exit_status']}. Its log:\n"
-                + (out / "node.log").read_text()[-12000:])
+        return f"node exit status {figures['node_exit_status']}. Its log:\n" + node_log_tail(out)
     return None
 
 
@@ -79,7 +83,7 @@ def test_demo_runs_end_to_end(random_mini, tmp_path):
     import cv2
     sheet = cv2.imread(str(tmp_path / "generated.png"))
     assert sheet is not None and sheet.shape[0] > 0
-    assert figures["node_exit_status"] == 0, (tmp_path / "node.log").read_text()[-12000:]
+    assert figures["node_exit_status"] == 0, node_log_tail(tmp_path)
     assert list(figures["scenes"]) == ["generated"]
     fig = figures["scenes"]["generated"]
     assert fig["frames_published"] == 12
