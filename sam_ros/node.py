@@ -28,7 +28,7 @@ the newest waits in the mailbox (spin with a MultiThreadedExecutor, as main() do
 Topics (relative names, remap them): in `image` (sensor_msgs/Image) or `image/compressed`
 (sensor_msgs/CompressedImage, parameter input_transport); out `~/tracks`
 (sam_ros/ObjectTrackArray), `~/masks` (mono16 label image: pixel = object id, 0 =
-background), `~/overlay` (rgb8), `/diagnostics`. The outputs carry the source image's header.
+background, an overlap to the higher mask logit), `~/overlay` (rgb8), `/diagnostics`. The outputs carry the source image's header.
 Services: `~/segment` (sam_ros/Segment), `~/remove` (sam_ros/RemoveObject), `~/reset`
 (std_srvs/Trigger).
 """
@@ -92,16 +92,6 @@ def mask_stats(mask):
     xs, ys = np.flatnonzero(cols), np.flatnonzero(rows)
     centroid = (float(cols @ np.arange(cols.size)) / area, float(rows @ np.arange(rows.size)) / area)
     return area, [int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1])], centroid
-
-
-def label_image(shape, results):
-    """uint16 label image: pixel = object id of the visible objects, 0 = background."""
-    labels = np.zeros(shape, np.uint16)
-    for obj_id in sorted(results):
-        r = results[obj_id]
-        if r.visible:
-            np.copyto(labels, np.uint16(obj_id), where=r.mask)
-    return labels
 
 
 class SamRosNode(LifecycleNode):
@@ -360,6 +350,8 @@ class SamRosNode(LifecycleNode):
                         and pubs["overlay"].get_subscription_count() > 0)
         if not (want_masks or want_overlay):
             return
+        from sam_ros.tracker import label_image  # torch loads in on_configure, not here
+
         labels = label_image(rgb.shape[:2], results)
         if want_masks:
             pubs["masks"].publish(ros_image.array_to_image(labels, "mono16", header))

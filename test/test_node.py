@@ -565,8 +565,8 @@ def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
 def test_mask_stats_label_image_and_overlay():
     from sam_ros.msg import ObjectTrack
     from sam_ros.drawing import overlay_image
-    from sam_ros.node import label_image, mask_stats
-    from sam_ros.tracker import TrackResult
+    from sam_ros.node import mask_stats
+    from sam_ros.tracker import TrackResult, label_image
     rng = np.random.default_rng(0)
     mask = np.zeros((H, W), bool)
     mask[30:90, 40:200] = rng.random((60, 160)) > 0.3
@@ -576,14 +576,23 @@ def test_mask_stats_label_image_and_overlay():
     assert abs(cx - xs.mean()) < 1e-6 and abs(cy - ys.mean()) < 1e-6
     assert mask_stats(np.zeros((H, W), bool)) == (0, [0, 0, 0, 0], (0.0, 0.0))
     other = np.zeros((H, W), bool)
-    other[100:150, 100:150] = True
-    results = {3: TrackResult(3, 0, None, mask, None, 1.0, True, 0.5),
-               300: TrackResult(300, 0, None, other, None, 1.0, True, 0.5),
-               4: TrackResult(4, 0, None, ~mask, None, -1.0, False, 0.5)}
+    other[60:150, 100:150] = True  # overlaps mask's rows 60-89
+    # object 3 is surer than object 300 on the left half of the overlap, less sure on the right
+    logits_3 = np.where(mask, 1.0, -1.0).astype(np.float32)
+    logits_3[:, 125:] = np.where(mask[:, 125:], 0.2, -1.0)
+    logits_300 = np.where(other, 0.5, -1.0).astype(np.float32)
+    results = {3: TrackResult(3, 0, None, mask, logits_3, 1.0, True, 0.5),
+               300: TrackResult(300, 0, None, other, logits_300, 1.0, True, 0.5),
+               4: TrackResult(4, 0, None, ~mask, np.where(mask, -1.0, 1.0), -1.0, False, 0.5)}
     labels = label_image((H, W), results)
     assert labels.dtype == np.uint16
-    assert np.array_equal(labels == 3, mask & ~other) and np.array_equal(labels == 300, other)
+    left = np.zeros((H, W), bool)
+    left[:, :125] = True
+    assert (mask & other & left).any() and (mask & other & ~left).any()
+    assert np.array_equal(labels == 3, mask & ~(other & ~left))
+    assert np.array_equal(labels == 300, other & ~(mask & left))
     assert not (labels == 4).any()
+    assert np.array_equal(labels == 0, ~mask & ~other)
     rgb = rng.integers(0, 255, (H, W, 3), np.uint8)
     tracks = [ObjectTrack(id=3, visible=True, bbox=bbox, centroid=[cx, cy], area=area)]
     over = overlay_image(rgb, labels, tracks)

@@ -8,7 +8,7 @@ import pytest
 
 from oracle import VIDEOS, randomize_, read_video_frames
 from sam_ros.model import SAM2, get_config
-from sam_ros.tracker import StreamingTracker
+from sam_ros.tracker import StreamingTracker, claimed_by
 
 IMAGE_SIZE = 256
 
@@ -158,3 +158,21 @@ def test_memory_stays_bounded(model, frames):
     assert min(with_features) >= 29 - 3 - (cfg.num_maskmem - 1)
     assert all(e.low_res is None for t, e in memory.recent.items() if t < 26)
     assert len(tracker._ring) == 4
+
+
+def test_a_pixel_two_masks_claim_goes_to_the_higher_logit():
+    masks = np.zeros((3, 4, 5), bool)
+    masks[0, :, :3] = True
+    masks[1, :, 2:] = True  # overlaps mask 0 on column 2
+    logits = np.where(masks, 1.0, -1.0).astype(np.float32)
+    logits[1, :2, 2] = 3.0  # mask 1 surer on rows 0-1 of column 2, a tie on rows 2-3
+    logits[2] = 5.0  # highest everywhere, but its mask is empty: it claims nothing
+    winner = claimed_by(masks, logits)
+    assert winner.shape == (4, 5)
+    assert (winner[:, :2] == 0).all() and (winner[:, 3:] == 1).all()
+    assert winner[:, 2].tolist() == [1, 1, 0, 0]  # a tie goes to the lower index
+    masks[:, :, 4] = False
+    assert (claimed_by(masks, logits)[:, 4] == -1).all()  # no mask: no one
+    assert (claimed_by(np.zeros((0, 4, 5), bool), np.zeros((0, 4, 5))) == -1).all()
+    with pytest.raises(ValueError, match="must both be N x H x W"):
+        claimed_by(masks, logits[:2])
