@@ -73,8 +73,9 @@ def test_davis_and_youtube_vos_layouts(tmp_path):
 
 
 def test_void_pixels_count_for_neither_j_nor_f(tmp_path, clip):
-    """DAVIS's evaluation leaves void (255) out of both measures: a mask that spills onto
-    void loses nothing, one that spills as far onto background does."""
+    """Per-object scoring leaves void (255) out of both measures (as DAVIS's unsupervised
+    evaluation does): a mask that spills onto void loses nothing, one that spills as far
+    onto background does. DAVIS's semi-supervised scoring counts void as background."""
     ids = np.zeros((3, 32, 32), np.uint8)
     ids[:, 8:20, 8:20] = 1
     ids[:, 8:20, 20:24] = VOID_ID  # a void band along the object's right side
@@ -91,6 +92,8 @@ def test_void_pixels_count_for_neither_j_nor_f(tmp_path, clip):
     scores = evaluate.score_clip(loaded, prediction)
     assert np.all(scores.J[:, 0] == 1) and np.all(scores.F[:, 0] == 1)
     assert np.all(scores.J[:, 1] == 0.75) and np.all(scores.F[:, 1] < 1)
+    as_background = evaluate.score_clip(loaded, prediction, leave_out_void=False)
+    assert np.array_equal(as_background.J[:, 0], as_background.J[:, 1])
     write_sequence(tmp_path / "plain", "p", clip.frames, clip.masks)
     assert find_sequences(tmp_path / "plain")[0].load().void is None
 
@@ -109,7 +112,10 @@ def test_an_object_that_shows_later_is_scored_from_where_it_first_shows(tmp_path
     write_sequence(tmp_path / "from3", "late", clip.frames[3:], masks[3:, 1:])
     scored = {}
     for name in ("all", "from3"):
-        evaluate.main(["--dataset", str(tmp_path / name), "--json", str(tmp_path / "s.json")])
+        # each target's own masks: with one target per pixel, object 1 would take pixels
+        # from object 2 where they overlap, which it cannot do in "from3"
+        evaluate.main(["--dataset", str(tmp_path / name), "--scoring", "per-object",
+                       "--json", str(tmp_path / "s.json")])
         scored[name] = json.loads((tmp_path / "s.json").read_text())
     assert "1 object first showing after frame 0, prompted and scored from there: late:2@3" \
         in capsys.readouterr().out
@@ -147,13 +153,15 @@ def test_bad_layouts_are_refused_with_what_is_wrong(tmp_path):
 
 def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
     """``export_clips --held-out`` writes evaluate's clips with the targets it prompts, so
-    ``evaluate --dataset`` must give exactly the figures of ``evaluate`` itself."""
+    ``evaluate --dataset --scoring per-object`` must give exactly the figures of
+    ``evaluate`` itself; by default it scores as DAVIS does, on one frame fewer."""
     if not PHOTOS.is_dir():
         pytest.skip(f"no photos at {PHOTOS}")
     common = ["--videos", "2", "--frames", str(12)]
     export_clips.main([str(tmp_path / "set"), "--held-out", "--photos", str(PHOTOS), *common])
     evaluate.main(["--photos", str(PHOTOS), *common, "--json", str(tmp_path / "gen.json")])
-    evaluate.main(["--dataset", str(tmp_path / "set"), "--json", str(tmp_path / "set.json")])
+    evaluate.main(["--dataset", str(tmp_path / "set"), "--scoring", "per-object",
+                   "--json", str(tmp_path / "set.json")])
     generated, labelled = (json.loads((tmp_path / f).read_text())["results"]
                            for f in ("gen.json", "set.json"))
     assert list(generated) == list(labelled)
@@ -163,6 +171,11 @@ def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
             assert labelled[name][key] == generated[name][key], (name, key)
         for key in ("J&F", "J&F_after_occlusion"):
             assert labelled[name]["per_target"][key] == generated[name]["per_target"][key]
+    evaluate.main(["--dataset", str(tmp_path / "set"), "--json", str(tmp_path / "davis.json")])
+    davis = json.loads((tmp_path / "davis.json").read_text())
+    assert davis["setup"]["scoring"] == "davis"
+    for name, row in davis["results"].items():
+        assert row["object_frames"] == labelled[name]["object_frames"] - row["objects"]
 
 
 def test_training_takes_its_clips_from_a_dataset(tmp_path, clip):
@@ -208,3 +221,15 @@ def test_a_dataset_without_objects_is_refused(tmp_path, clip):
     stream = iter(train.LabelledClipStream(find_sequences(tmp_path), 32, 2, seed=0))
     with pytest.raises(ValueError, match="no object on their first frame"):
         next(stream)
+
+
+def test_davis_scoring_needs_a_frame_to_score_between_the_first_and_the_last(tmp_path, clip,
+                                                                             capsys):
+    write_sequence(tmp_path, "v", clip.frames, clip.masks)
+    assert evaluate.parse_args(["--dataset", str(tmp_path)]).scoring == "davis"
+    assert evaluate.parse_args(["--photos", str(PHOTOS)]).scoring == "per-object"
+    assert evaluate.parse_args(["--dataset", str(tmp_path), "--frames", "2", "--scoring",
+                                "per-object"]).frames == 2
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--dataset", str(tmp_path), "--frames", "2"])
+    assert "need --frames >= 3" in capsys.readouterr().err

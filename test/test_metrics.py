@@ -293,3 +293,28 @@ def test_box_and_mask_prompts_reach_their_targets(prompt):
     else:
         assert np.array_equal(on.masks[0], off.masks[0])
         assert np.mean(ious) > 0.4, ious
+
+
+def test_davis_scoring_keeps_each_pixel_for_one_target_and_leaves_out_the_last_frame():
+    """The bundled model's masks of two targets overlap on this clip (427 pixels); scored
+    as DAVIS scores a label PNG, each pixel stays with one of them, nothing else moves, and
+    the last frame is not scored."""
+    if not PHOTOS.is_dir():
+        pytest.skip(f"no photos at {PHOTOS}")
+    model = build_sam2()
+    clip = SceneGenerator(find_photos(PHOTOS)).clip(0, num_frames=8, num_targets=3)
+    for run in (track_clip_with_memory, segment_clip_without_memory):
+        own, one = run(model, clip), run(model, clip, one_per_pixel=True)
+        if run is track_clip_with_memory:
+            assert (own.masks.sum(axis=1) > 1).sum() > 100
+        assert (one.masks.sum(axis=1) <= 1).all()
+        assert not (one.masks & ~own.masks).any()
+        assert np.array_equal(one.masks.any(axis=1), own.masks.any(axis=1))
+        every, but_last = score_clip(clip, own), score_clip(clip, own, last_frame=False)
+        assert every.scored.all() and np.array_equal(but_last.scored[:-1], every.scored[:-1])
+        assert not but_last.scored[-1].any() and np.isnan(but_last.J[-1]).all()
+        assert np.array_equal(but_last.J[:-1], every.J[:-1])
+    on = evaluate([Setting("on", model)], [clip], scoring="davis")["on"]
+    assert on["object_frames"] == (len(clip.frames) - 2) * len(own.targets)
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        evaluate([Setting("on", model)], [clip], scoring="DAVIS")

@@ -12,7 +12,9 @@ frames), which shows how fast a track drifts off its target; how the masks of sh
 targets miss (too large, lost, ...); and the first frame's clicks answered by the image
 predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
 instead (DAVIS layout, ``labelled.py``): every object is prompted on the first annotated
-frame it shows on and scored on the frames after it (YouTube-VOS's protocol).
+frame it shows on (YouTube-VOS's protocol) and scored on the frames after it as DAVIS's
+evaluation scores a benchmark's one label PNG per frame: each pixel kept for one object,
+the last frame left out (``--scoring``, ``SCORINGS``).
 
     python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
     python -m sam_ros.training.evaluate --compare       # faster paths vs float32
@@ -39,7 +41,7 @@ from ..model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
 from ..model.common import autocast
 from ..model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 from ..model.transforms import preprocess
-from ..tracker import StreamingTracker
+from ..tracker import StreamingTracker, claimed_by
 from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
                       error_kind, region_similarity)
 from .labelled import find_sequences
@@ -60,6 +62,16 @@ MEMORY_OFF = "memory off (image predictor, the {prompt} repeated)"
 # semi-supervised protocol).
 PROMPTS = ("click", "box", "mask")
 PROMPT_WORDS = {"click": "one click", "box": "its bounding box", "mask": "its mask"}
+# How masks are scored. "per-object": each target's own mask on every frame after its
+# prompt, void pixels left out (the generated clips' protocol). "davis": as DAVIS 2017's
+# semi-supervised evaluation scores the one label PNG per frame that benchmarks take: each
+# pixel kept for the one target that claims it (``claimed_by``, SAM 2's non-overlap rule
+# for such outputs), the last frame left out (SA-V's evaluation leaves it out too), and
+# void pixels counted as background (DAVIS passes no void to that task).
+SCORINGS = ("per-object", "davis")
+SCORING_WORDS = {"per-object": "J, F of each target's own mask over the later frames",
+                 "davis": "J, F over the later frames but the last, each pixel kept for "
+                          "one target (DAVIS's scoring)"}
 # The generated evaluation set: clips and frames per clip.
 DEFAULT_VIDEOS, DEFAULT_FRAMES = 60, 40
 # Reduced input sizes tried by --compare.
@@ -152,9 +164,10 @@ def bounding_box(mask):
 
 
 def track_clip_with_memory(model, clip, precision="float32", prompt="click",
-                           first_appearance=False):
+                           first_appearance=False, one_per_pixel=False):
     """Memory on: one tracker over the clip, every target prompted on its frame
-    (``target_prompts``) and tracked from there."""
+    (``target_prompts``) and tracked from there; with ``one_per_pixel`` each pixel kept
+    for the target that claims it (``claimed_by``)."""
     targets, starts, prompts = target_prompts(clip, prompt, first_appearance)
     masks = np.zeros((len(clip.frames), len(targets), *clip.frames.shape[1:3]), bool)
     visible = np.zeros(masks.shape[:2], bool)
@@ -166,6 +179,10 @@ def track_clip_with_memory(model, clip, precision="float32", prompt="click",
                         for i, s in enumerate(starts) if s == t})
         for i, result in results.items():
             masks[t, i], visible[t, i] = result.mask, result.visible
+        if one_per_pixel and results:
+            given = sorted(results)
+            masks[t, given] = keep_claimed(masks[t, given],
+                                           [results[i].logits for i in given])
     return ClipPrediction(targets, starts, masks, visible, time.perf_counter() - start)
 
 
@@ -186,11 +203,11 @@ def image_prompts(model, prompts):
 
 
 def segment_clip_without_memory(model, clip, precision="float32", prompt="click",
-                                first_appearance=False):
+                                first_appearance=False, one_per_pixel=False):
     """Memory off: every frame segmented on its own from the prompts given so far
     (``target_prompts``), as the model answers them (the best-rated of its candidate
     masks where its config asks for multimask output, as SAM 2's do; its single mask
-    otherwise)."""
+    otherwise); with ``one_per_pixel`` each pixel kept for the target that claims it."""
     targets, starts, prompts = target_prompts(clip, prompt, first_appearance)
     masks = np.zeros((len(clip.frames), len(targets), *clip.frames.shape[1:3]), bool)
     if not targets:  # nothing to prompt: nothing to score
@@ -204,13 +221,23 @@ def segment_clip_without_memory(model, clip, precision="float32", prompt="click"
         if not given.size:
             continue
         predictor.set_image(frame)
-        candidates, scores, _ = predictor.predict(**{key: value[given]
-                                                     for key, value in prompts.items()})
+        logits, scores, _ = predictor.predict(return_logits=True,
+                                              **{key: value[given]
+                                                 for key, value in prompts.items()})
         # one prompt comes back without its batch axis
-        candidates = candidates.reshape(len(given), -1, *frame.shape[:2])
+        logits = logits.reshape(len(given), -1, *frame.shape[:2])
         best = scores.reshape(len(given), -1).argmax(axis=1)
-        masks[t, given] = candidates[np.arange(len(given)), best]
+        logits = logits[np.arange(len(given)), best]
+        masks[t, given] = logits > predictor.mask_threshold
+        if one_per_pixel:
+            masks[t, given] = keep_claimed(masks[t, given], logits)
     return ClipPrediction(targets, starts.tolist(), masks, None, time.perf_counter() - start)
+
+
+def keep_claimed(masks, logits):
+    """``masks`` (N x H x W) with each pixel kept only in the one that claims it
+    (``claimed_by``: the highest logit among those covering it)."""
+    return claimed_by(masks, logits) == np.arange(len(masks))[:, None, None]
 
 
 def answer_clicks(model, clip, precision="float32", first_appearance=False):
@@ -249,27 +276,29 @@ def frames_after_occlusion(visibility, count=AFTER_OCCLUSION_FRAMES):
     return after
 
 
-def score_clip(clip, prediction):
-    """J and F of every prompted target on every frame after the one it was prompted on,
-    by frames since its prompt (``ClipScores``). Where the target is absent, both are 1
-    for an empty prediction and 0 otherwise; pixels a labelled clip marks void count for
-    neither (DAVIS)."""
-    void = clip.void
+def score_clip(clip, prediction, last_frame=True, leave_out_void=True):
+    """J and F of every prompted target on every frame after the one it was prompted on
+    (up to the last one, or the one before with ``last_frame=False``), by frames since its
+    prompt (``ClipScores``). Where the target is absent, both are 1 for an empty
+    prediction and 0 otherwise; pixels a labelled clip marks void count for neither
+    (or, with ``leave_out_void=False``, as background)."""
+    void = clip.void if leave_out_void else None
+    end = len(clip.frames) - (0 if last_frame else 1)  # one past the last scored frame
     shape = (len(clip.frames) - 1, len(prediction.targets))
     J, F = np.full(shape, np.nan), np.full(shape, np.nan)
     kinds = np.full(shape, -1)
     scored, after, hidden = (np.zeros(shape, bool) for _ in range(3))
     correct = None if prediction.visible is None else np.zeros(shape, bool)
     for i, (target, start) in enumerate(zip(prediction.targets, prediction.starts)):
-        rows = slice(0, shape[0] - start)
-        visibility = clip.visibility[start:, target]
+        rows = slice(0, max(0, end - start - 1))
+        visibility = clip.visibility[start:end, target]
         scored[rows, i] = True
         # from its prompt on: showing for the first time is not a reappearance
         after[rows, i] = frames_after_occlusion(visibility[:, None])[1:, 0]
         hidden[rows, i] = visibility[1:] == 0
         if correct is not None:
-            correct[rows, i] = prediction.visible[start + 1:, i] == ~hidden[rows, i]
-        for row, t in enumerate(range(start + 1, len(clip.frames))):
+            correct[rows, i] = prediction.visible[start + 1:end, i] == ~hidden[rows, i]
+        for row, t in enumerate(range(start + 1, end)):
             pred, truth = prediction.masks[t, i], clip.masks[t, target]
             if void is not None:
                 pred = pred & ~void[t]
@@ -391,10 +420,14 @@ class Setting:
     checkpoint: str = ""  # its file name, naming its rows where the mode does not
 
 
-def evaluate(settings, clips, prompt="click", first_appearance=False):
+def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="per-object"):
     """Run every setting on every clip (so each clip is made or read once), the targets
-    prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says; returns
-    ``{setting name: summary}`` with the model's milliseconds per frame."""
+    prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says and scored as
+    ``scoring`` (one of ``SCORINGS``) says; returns ``{setting name: summary}`` with the
+    model's milliseconds per frame."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    davis = scoring == "davis"
     scores = {s.name: [] for s in settings}
     names, starts = [], []  # of the prompted targets, in column order
     clicks = {s.name: [] for s in settings if not s.memory}
@@ -404,11 +437,12 @@ def evaluate(settings, clips, prompt="click", first_appearance=False):
         for i, setting in enumerate(settings):
             run = track_clip_with_memory if setting.memory else segment_clip_without_memory
             prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
-                             first_appearance=first_appearance)
+                             first_appearance=first_appearance, one_per_pixel=davis)
             if i == 0:  # every setting prompts the same targets
                 names += [clip.target_name(k) for k in prediction.targets]
                 starts += prediction.starts
-            scores[setting.name].append(score_clip(clip, prediction))
+            scores[setting.name].append(score_clip(clip, prediction, last_frame=not davis,
+                                                   leave_out_void=not davis))
             seconds[setting.name] += prediction.seconds
             if not setting.memory:
                 clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision,
@@ -585,6 +619,11 @@ def parse_args(argv=None):
                              "first frame it shows on): one click on its most interior pixel, "
                              "its bounding box, or its mask (DAVIS's and YouTube-VOS's "
                              "protocol)")
+    parser.add_argument("--scoring", choices=SCORINGS,
+                        help="per-object: each target's own mask, every frame after its "
+                             "prompt (the default for generated clips); davis: one target "
+                             "per pixel, the last frame left out, as DAVIS 2017's "
+                             "evaluation scores (the default with --dataset)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first held-out clip index (clips seed-offset .. +videos-1)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
@@ -608,13 +647,17 @@ def parse_args(argv=None):
         if args.seed_offset or args.photos:
             parser.error("--seed-offset and --photos choose generated clips: leave them out "
                          "with --dataset")
-        if args.frames is not None and args.frames < 2:
-            parser.error("need --frames >= 2: frame 0 is prompted, the rest are scored")
+        args.scoring = args.scoring or "davis"
+        least = 2 if args.scoring == "per-object" else 3
+        if args.frames is not None and args.frames < least:
+            parser.error(f"need --frames >= {least}: frame 0 is prompted, the rest are "
+                         f"scored{' but the last' * (least == 3)}")
         try:
             args.sequences = find_sequences(args.dataset)[:args.videos]
         except ValueError as exc:
             parser.error(str(exc))
     else:
+        args.scoring = args.scoring or "per-object"
         args.videos = DEFAULT_VIDEOS if args.videos is None else args.videos
         args.frames = DEFAULT_FRAMES if args.frames is None else args.frames
         if args.frames < MIN_EVENT_FRAMES:
@@ -715,7 +758,8 @@ def main(argv=None):
         clips = held_out_clips(generator, args.videos, args.frames, args.seed_offset)
         source = (f"Held-out generated videos: {args.videos} clips x {args.frames} frames "
                   f"(test seeds {args.seed_offset}..{args.seed_offset + args.videos - 1})")
-    results = evaluate(settings, clips, args.prompt, first_appearance=bool(args.dataset))
+    results = evaluate(settings, clips, args.prompt, first_appearance=bool(args.dataset),
+                       scoring=args.scoring)
     prompted_later = later_prompts(next(iter(results.values())))
     if prompted_later:
         source += (f" ({len(prompted_later)} object{'s' * (len(prompted_later) != 1)} first "
@@ -724,14 +768,14 @@ def main(argv=None):
     setup = {"checkpoint": os.path.abspath(args.checkpoint),
              "against": args.against and os.path.abspath(args.against), "device": args.device,
              "dataset": args.dataset and os.path.abspath(args.dataset),
-             "prompted_later": prompted_later, "prompt": args.prompt,
+             "prompted_later": prompted_later, "prompt": args.prompt, "scoring": args.scoring,
              "videos": args.videos, "frames": args.frames, "seed_offset": args.seed_offset,
              "objects": next(iter(results.values()))["objects"],
              "precision": args.precision, "image_size": settings[0].model.image_size,
              "torch": torch.__version__, "seconds": time.perf_counter() - start}
     where = "the first frame it shows on" if args.dataset else "frame 0"
     print(f"{source}, {setup['objects']} targets, each given {PROMPT_WORDS[args.prompt]} on "
-          f"{where}; J, F over the later frames; \"after occl.\": the "
+          f"{where}; {SCORING_WORDS[args.scoring]}; \"after occl.\": the "
           f"{AFTER_OCCLUSION_FRAMES} frames from a "
           f"target's reappearance; ms/frame: model time per frame, all targets together. "
           f"Checkpoint `{os.path.basename(args.checkpoint)}`"

@@ -23,7 +23,9 @@ from PIL import Image
 FRAMES_DIR, ANNOTATIONS_DIR = "JPEGImages", "Annotations"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 # DAVIS marks uncertain pixels (object borders in some sets) with this value: no object,
-# and left out of J and F (as DAVIS's evaluation does).
+# and left out of J and F by ``evaluate --scoring per-object`` (as DAVIS's evaluation does
+# for its unsupervised task; its semi-supervised one, ``--scoring davis``, counts them as
+# background).
 VOID_ID = 255
 
 
@@ -37,7 +39,7 @@ class LabelledClip:
     masks: np.ndarray  # T x K x H x W bool, K = len(object_ids)
     visibility: np.ndarray  # T x K float32: 1 where the object has pixels, else 0
     object_ids: list  # the annotation value of each mask, ascending
-    # T x H x W bool: pixels labelled void, which scoring leaves out (DAVIS); None if none
+    # T x H x W bool: pixels labelled void (``VOID_ID``); None if none
     void: Optional[np.ndarray] = None
 
     def target_name(self, target):
