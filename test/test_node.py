@@ -5,7 +5,8 @@ compressed input, a camera faster than the model.
 
 A tiny SAM 2.1 with random weights at image_size 256 keeps this fast on CPU: the tests check
 plumbing (headers, ids, shapes, errors, counters), not mask quality. The object-score bias is
-raised so that the random model judges objects present.
+raised so that the random model judges objects present. One node serves the module; each
+test gets it active and tracking nothing (the ``ros`` fixture), so any test runs alone.
 
 Needs the built workspace (tools/setup_ros.sh; tools/test.sh puts it on the path and sets
 SAM_ROS_REQUIRE_ROS=1, which turns a missing build into a failure instead of a skip).
@@ -200,6 +201,14 @@ class Harness:
                 continue
         raise AssertionError(f"no tracks after {tries} frames; node stats {self.node.stats}")
 
+    def add_objects(self, rgb, count):
+        """Publish a frame and start ``count`` tracks on it (ids 1 to ``count`` after a
+        reset)."""
+        self.publish_and_wait(rgb)
+        for i in range(count):
+            res = self.segment(points=[60.0 + 80.0 * i, 120.0], labels=[1])
+            assert res.success and res.object_id == i + 1, res.message
+
     def wait_for(self, predicate, what, timeout=TIMEOUT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -235,11 +244,26 @@ def make_image(rgb, encoding, pad=0, bigendian=False):
 
 
 @pytest.fixture(scope="module")
-def ros(checkpoint):
+def harness(checkpoint):
+    """The module's node: unconfigured, its checkpoint parameter a file that does not
+    exist (``test_configure_fails_clearly_then_succeeds`` starts there)."""
     harness = Harness(checkpoint)
     harness.checkpoint = checkpoint
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def ros(harness):
+    """The module's node, active on the test checkpoint and tracking nothing: each test
+    starts the tracks it needs (``add_objects``), so any one of them also runs alone."""
+    if harness.state() == State.PRIMARY_STATE_UNCONFIGURED:
+        harness.node.set_parameters([Parameter("checkpoint", value=harness.checkpoint)])
+        assert harness.transition(Transition.TRANSITION_CONFIGURE)
+    if harness.state() == State.PRIMARY_STATE_INACTIVE:
+        assert harness.transition(Transition.TRANSITION_ACTIVATE)
+    assert harness.call(harness.reset_cli, Trigger.Request()).success
+    return harness
 
 
 # ---------------------------------------------------------- conversion (no DDS)
@@ -298,7 +322,8 @@ def test_same_as_cv_bridge(frame_rgb, encoding):
 
 # -------------------------------------------------------------- the node
 
-def test_configure_fails_clearly_then_succeeds(ros, tmp_path):
+def test_configure_fails_clearly_then_succeeds(harness, tmp_path):
+    ros = harness
     assert ros.state() == State.PRIMARY_STATE_UNCONFIGURED
     # missing file
     assert not ros.transition(Transition.TRANSITION_CONFIGURE)
@@ -373,6 +398,7 @@ def test_prompt_then_tracks_and_label_images_carry_the_source_header(ros, frame_
 
 
 def test_bad_prompts_are_refused_and_tracking_goes_on(ros, frame_rgb):
+    ros.add_objects(frame_rgb, 2)
     old_header, _ = ros.publish_and_wait(frame_rgb)
     for _ in range(5):  # ring_size is 4: old_header leaves the ring
         ros.publish_and_wait(frame_rgb)
@@ -401,6 +427,7 @@ def test_bad_prompts_are_refused_and_tracking_goes_on(ros, frame_rgb):
 
 
 def test_prompt_on_a_recent_past_frame(ros, frame_rgb):
+    ros.add_objects(frame_rgb, 2)
     past, _ = ros.publish_and_wait(frame_rgb)
     ros.publish_and_wait(frame_rgb)
     res = ros.segment(points=[100.0, 100.0], labels=[1], stamp=past.stamp)
@@ -416,6 +443,7 @@ def test_prompt_on_a_recent_past_frame(ros, frame_rgb):
 
 
 def test_remove_and_reset(ros, frame_rgb):
+    ros.add_objects(frame_rgb, 3)
     res = ros.call(ros.remove_cli, RemoveObject.Request(object_id=2))
     assert res.success, res.message
     _, tracks = ros.publish_and_wait(frame_rgb)
@@ -434,6 +462,7 @@ def test_remove_and_reset(ros, frame_rgb):
                                           ("bgra8", 0), ("mono8", 0), ("rgb8", 7),
                                           ("bgr8", 3)])
 def test_each_encoding(ros, frame_rgb, encoding, pad):
+    ros.add_objects(frame_rgb, 1)
     before = dict(ros.node.stats)
     header, tracks = ros.publish_and_wait(frame_rgb, encoding=encoding, pad=pad)
     assert tracks.header == header and [o.id for o in tracks.objects] == [1]
@@ -453,13 +482,19 @@ def test_unsupported_encoding_is_counted_not_fatal(ros, frame_rgb):
     assert tracks.header == header
 
 
-def test_diagnostics(ros):
-    ros.wait_for(lambda: len(ros.diagnostics) > 0, "/diagnostics")
-    status = ros.diagnostics[-1].status[0]
-    values = {kv.key: kv.value for kv in status.values}
+def test_diagnostics(ros, frame_rgb):
+    ros.publish_and_wait(frame_rgb)
+
+    def latest():
+        with ros.lock:
+            status = ros.diagnostics[-1].status[0] if ros.diagnostics else None
+        return {kv.key: kv.value for kv in status.values} if status else {}
+
+    ros.wait_for(lambda: int(latest().get("processed", 0)) > 0, "/diagnostics of a frame")
+    values = latest()
     for key in ("frames_in", "processed", "dropped", "latency_ms", "objects", "device"):
         assert key in values
-    assert values["device"] == "cpu" and int(values["processed"]) > 0
+    assert values["device"] == "cpu"
 
 
 def _rss_mb():
@@ -524,12 +559,13 @@ def test_the_camera_is_heard_while_the_tracker_is_busy(ros, frame_rgb):
     ros.publish_and_wait(frame_rgb)  # and the node goes on
 
 
-def test_prompt_client(ros, tmp_path):
+def test_prompt_client(ros, frame_rgb, tmp_path):
     import subprocess
     import sys
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-P", "-m", "sam_ros.tools.prompt_client", "--timeout", "20", *a],
         capture_output=True, text=True, timeout=120)
+    ros.publish_and_wait(frame_rgb)
     out = tmp_path / "mask.png"
     r = run("segment", "--point", "160,120", "--point", "10,10,0", "--once", "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -541,6 +577,7 @@ def test_prompt_client(ros, tmp_path):
 
 
 def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
+    ros.add_objects(frame_rgb, 1)
     assert ros.transition(Transition.TRANSITION_DEACTIVATE)
     assert ros.state() == State.PRIMARY_STATE_INACTIVE
     ros.node.set_parameters([Parameter("input_transport", value="compressed")])
