@@ -28,7 +28,8 @@ the newest waits in the mailbox (spin with a MultiThreadedExecutor, as main() do
 Topics (relative names, remap them): in `image` (sensor_msgs/Image) or `image/compressed`
 (sensor_msgs/CompressedImage, parameter input_transport); out `~/tracks`
 (sam_ros/ObjectTrackArray), `~/masks` (mono16 label image: pixel = object id, 0 =
-background, an overlap to the higher mask logit), `~/overlay` (rgb8), `/diagnostics`. The outputs carry the source image's header.
+background, an overlap to the higher mask logit), `~/overlay` (rgb8), `/diagnostics`. The
+outputs carry the source image's header.
 Services: `~/segment` (sam_ros/Segment), `~/remove` (sam_ros/RemoveObject), `~/reset`
 (std_srvs/Trigger).
 """
