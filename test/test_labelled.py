@@ -171,6 +171,10 @@ def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
             assert labelled[name][key] == generated[name][key], (name, key)
         for key in ("J&F", "J&F_after_occlusion"):
             assert labelled[name]["per_target"][key] == generated[name]["per_target"][key]
+        # how a generated target looks is not written out: a labelled one's is unknown
+        assert None not in generated[name]["per_target"]["appearance"]
+        assert set(labelled[name]["per_target"]["appearance"]) == {None}
+        assert evaluate.by_appearance(labelled[name]) == {}
     evaluate.main(["--dataset", str(tmp_path / "set"), "--json", str(tmp_path / "davis.json")])
     davis = json.loads((tmp_path / "davis.json").read_text())
     assert davis["setup"]["scoring"] == "davis"

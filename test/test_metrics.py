@@ -10,7 +10,8 @@ import pytest
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
-    ClipScores, Setting, answer_clicks, clicks_table, compare_table, evaluate,
+    ClipScores, Setting, answer_clicks, appearance_table, by_appearance, clicks_table,
+    compare_table, evaluate,
     frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table,
     paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory, summarize,
     time_table, track_clip_with_memory, worst_targets)
@@ -256,6 +257,17 @@ def test_evaluate_renders_markdown(clip, model):
     assert len(clicks) == 3 and clicks[2].startswith("| off | ")
     comparison = compare_table(results, {"torch.compile": "no compiler"}, baseline="on")
     assert "+0.000" in comparison and "failed" in comparison
+    # J&F by how the targets look: each target in its own group, every row the same columns
+    per_target = results["on"]["per_target"]
+    assert per_target["appearance"] == [clip.appearance[k] for k in range(len(clip.appearance))
+                                        if clip.visibility[0, k] >= 0.9]
+    groups = by_appearance(results["on"])
+    assert sum(count for count, _ in groups.values()) == results["on"]["objects"]
+    for look, (count, mean) in groups.items():
+        mine = [j for seen, j in zip(per_target["appearance"], per_target["J&F"]) if seen == look]
+        assert count == len(mine) and mean == pytest.approx(np.mean(mine))
+    looks = appearance_table(results).splitlines()
+    assert len(looks) == 4 and all(line.count("|") == len(groups) + 2 for line in looks)
 
 
 def test_clicks_are_answered_with_one_mask_and_with_three(clip):

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sam_ros.training.synthetic import TRAIN_SEED_LIMIT, Clip, SceneGenerator, test_seed
+from sam_ros.training.synthetic import (APPEARANCES, TRAIN_SEED_LIMIT, Clip, SceneGenerator,
+                                        test_seed)
 
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 PHOTOS = [IMAGES / name for name in ("cars.jpg", "groceries.jpg", "truck.jpg")]
@@ -51,6 +52,20 @@ def test_deterministic(gen):
     assert np.array_equal(SceneGenerator(arrays).clip(5, num_frames=6).frames, a.frames)
     c = gen.clip(6, num_frames=6)
     assert not np.array_equal(a.frames, c.frames)
+
+
+def test_each_target_says_how_it_looks(gen):
+    """One of ``APPEARANCES`` per target, the same for the same seed, and every kind
+    drawn about equally often (each texture kind is one draw in four)."""
+    seen = []
+    for seed in range(40):
+        clip = gen.clip(seed, num_frames=1)
+        assert len(clip.appearance) == clip.masks.shape[1]
+        assert set(clip.appearance) <= set(APPEARANCES)
+        assert gen.clip(seed, num_frames=1).appearance == clip.appearance
+        seen += clip.appearance
+    counts = [seen.count(look) for look in APPEARANCES]
+    assert min(counts) >= len(seen) / 8, dict(zip(APPEARANCES, counts))
 
 
 @pytest.mark.parametrize("occlusion", [None, True, False])

@@ -9,7 +9,8 @@ first-frame prompt ("memory off"), the baseline that shows what the memory is wo
 Scores are also given on the frames right after an occlusion, where memory matters most,
 and for the tracker on whether it says a target is visible; J over time (by spans of
 frames), which shows how fast a track drifts off its target; how the masks of shown
-targets miss (too large, lost, ...); and the first frame's clicks answered by the image
+targets miss (too large, lost, ...); J&F by how a generated target looks (its texture:
+``synthetic.APPEARANCES``); and the first frame's clicks answered by the image
 predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
 instead (DAVIS layout, ``labelled.py``): every object is prompted on the first annotated
 frame it shows on (YouTube-VOS's protocol) and scored on the frames after it as DAVIS's
@@ -45,8 +46,8 @@ from ..tracker import StreamingTracker, claimed_by
 from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
                       error_kind, region_similarity)
 from .labelled import find_sequences
-from .synthetic import (CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV, SceneGenerator,
-                        find_photos, test_seed)
+from .synthetic import (APPEARANCES, CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV,
+                        SceneGenerator, find_photos, test_seed)
 
 # A target is prompted when at least this much of it shows on the first frame.
 FULLY_VISIBLE = 0.9
@@ -429,7 +430,7 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
         raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     davis = scoring == "davis"
     scores = {s.name: [] for s in settings}
-    names, starts = [], []  # of the prompted targets, in column order
+    names, starts, looks = [], [], []  # of the prompted targets, in column order
     clicks = {s.name: [] for s in settings if not s.memory}
     seconds = dict.fromkeys(scores, 0.0)
     frames = 0
@@ -441,6 +442,8 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
             if i == 0:  # every setting prompts the same targets
                 names += [clip.target_name(k) for k in prediction.targets]
                 starts += prediction.starts
+                looks += [clip.appearance[k] if clip.appearance else None
+                          for k in prediction.targets]
             scores[setting.name].append(score_clip(clip, prediction, last_frame=not davis,
                                                    leave_out_void=not davis))
             seconds[setting.name] += prediction.seconds
@@ -454,12 +457,25 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
                         "ms_per_frame": 1000 * seconds[s.name] / frames}
                for s in settings}
     for result in results.values():
-        result["per_target"].update(targets=names, starts=starts)
+        result["per_target"].update(targets=names, starts=starts, appearance=looks)
     for name, rows in clicks.items():
         means = np.mean(rows, axis=0).tolist() if rows else [None] * len(CLICK_MEASURES)
         results[name]["one_click"] = {"targets": len(rows), **dict(zip(CLICK_MEASURES, means)),
                                       "per_target_single_iou": [float(r[0]) for r in rows]}
     return results
+
+
+def by_appearance(result):
+    """A row's J&F by how its targets look: ``{appearance: (targets, mean J&F)}`` in
+    ``APPEARANCES`` order, for those that occur; empty where appearances are unknown
+    (labelled video)."""
+    per_target = result["per_target"]
+    pairs = [(look, j_and_f) for look, j_and_f in zip(per_target["appearance"],
+                                                      per_target["J&F"])
+             if look is not None and j_and_f is not None]
+    groups = {look: [j for seen, j in pairs if seen == look] for look in APPEARANCES}
+    return {look: (len(values), float(np.mean(values))) for look, values in groups.items()
+            if values}
 
 
 def later_prompts(result):
@@ -560,6 +576,18 @@ def kinds_table(results):
     for name, r in results.items():
         shares = r["shown_frames_by_kind"]
         lines.append(f"| {name} | " + " | ".join(_cell(shares[k]) for k in ERROR_KINDS) + " |")
+    return "\n".join(lines)
+
+
+def appearance_table(results):
+    """Markdown: each mode's J&F by how the targets look (``by_appearance``)."""
+    first = by_appearance(next(iter(results.values())))
+    lines = ["| Mode | " + " | ".join(f"{look} ({count})" for look, (count, _) in first.items())
+             + " |", "|---|" + "---|" * len(first)]
+    for name, r in results.items():
+        groups = by_appearance(r)
+        lines.append(f"| {name} | " + " | ".join(_cell(groups[look][1]) for look in first)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -795,6 +823,9 @@ def main(argv=None):
               f"large / small: {SIZE_SHARE:.0%} of the target covered / of the mask on it, "
               f"at the wrong size; partly off: the rest):\n")
         print(kinds_table(results) + "\n")
+        if by_appearance(next(iter(results.values()))):
+            print("J&F by how the target looks (its texture; targets in brackets):\n")
+            print(appearance_table(results) + "\n")
         print(f"One click on each target's most interior pixel on {where}, answered by the "
               "image predictor with its single mask and with its three candidate masks "
               "(`multimask_output`); the IoU estimate errors are mean absolute differences "

@@ -41,6 +41,7 @@ class LabelledClip:
     object_ids: list  # the annotation value of each mask, ascending
     # T x H x W bool: pixels labelled void (``VOID_ID``); None if none
     void: Optional[np.ndarray] = None
+    appearance = ()  # how the objects look is not known, unlike a generated clip's
 
     def target_name(self, target):
         """How evaluation names a target: ``"sequence:object id"``."""

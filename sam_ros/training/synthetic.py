@@ -30,6 +30,9 @@ _EDGE = 2.0  # px kept between outlines that must (not) overlap, more than raste
 _TEX = 128  # side of the generated object textures
 _PEEK = 4.0  # px, at least, that a planned-hidden object sticks out on the frames either side
 _ATTEMPTS = 20  # scenes drawn before giving up on a forced occlusion (one is almost always enough)
+# How an object's texture is made (``_texture``), in the order its draw picks them; the
+# evaluation scores targets by it, since some are much harder to tell from the background.
+APPEARANCES = ("noisy colour", "stripes or checks", "gradient", "photo crop")
 
 
 def test_seed(i):
@@ -50,6 +53,7 @@ class Clip:
     masks: np.ndarray  # T x K x H x W bool: visible pixels of each target
     visibility: np.ndarray  # T x K float32: visible / whole-shape pixels; 0 = hidden or off-frame
     seed: int
+    appearance: tuple = ()  # per target, how its texture was made: one of ``APPEARANCES``
     void = None  # no pixel is left out of scoring (labelled clips may have some)
 
     def target_name(self, target):
@@ -67,6 +71,7 @@ class _Layer:
     affine: np.ndarray  # T x 2 x 3, local -> frame coordinates, one per frame
     luts: np.ndarray  # T x 256 uint8: the brightness / contrast drift, one per frame
     target: int  # index into the clip's masks, -1 when no mask is wanted
+    appearance: str = "photo crop"  # how its texture was made (``APPEARANCES``)
 
     def polygons(self):
         """T x N x 2 outline in frame coordinates."""
@@ -208,7 +213,9 @@ class SceneGenerator:
                     scene.layers.insert(top, layer)
                 frames, masks, visibility = self._render(background, scene.layers, num_targets)
                 if self._acceptable(visibility[:, 0], occlusion, scene.hidden):
-                    return Clip(frames, masks, visibility, int(seed))
+                    appearance = {layer.target: layer.appearance for layer in scene.layers}
+                    return Clip(frames, masks, visibility, int(seed),
+                                tuple(appearance[k] for k in range(num_targets)))
         raise RuntimeError(
             f"seed {seed}: no scene met occlusion={occlusion} in {_ATTEMPTS} attempts")
 
@@ -277,7 +284,7 @@ class SceneGenerator:
         """
         size, t = self.size, np.arange(num_frames)
         outline = _outline(rng)
-        texture = self._texture(rng, background)
+        texture, appearance = self._texture(rng, background)
         growth = np.log(rng.uniform(0.77, 1.3)) * np.linspace(0.0, 1.0, num_frames)
         scale = rng.uniform(0.075, 0.225) * size * np.exp(growth)  # diameter 15..45% of the side
         angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-0.06, 0.06) * t
@@ -294,7 +301,7 @@ class SceneGenerator:
         centres = _fold(raw, margin[:, None], size - 1 - margin[:, None])
         affine = np.concatenate([scale[:, None, None] * _rotation(angle), centres[:, :, None]], 2)
         luts = _drift(rng, num_frames, (0.8, 1.2), (-20, 20))
-        return _Layer(outline, texture, _TEX / 2, affine, luts, target)
+        return _Layer(outline, texture, _TEX / 2, affine, luts, target, appearance)
 
     def _plan_exit(self, rng, layer, first, length):
         """Send the object out through the nearest frame edge and back in: a cosine bump.
@@ -403,7 +410,8 @@ class SceneGenerator:
         return rng.uniform(0, 255, 3).astype(np.float32)
 
     def _texture(self, rng, background):
-        """Flat colour with noise, stripes or checks, a smooth gradient, or a photo crop."""
+        """Flat colour with noise, stripes or checks, a smooth gradient, or a photo crop;
+        returns the texture and which of ``APPEARANCES`` it is."""
         kind = rng.integers(4)
         if kind == 0:
             coarse = rng.normal(0, rng.uniform(0, 20), (4, 4)).astype(np.float32)
@@ -433,7 +441,7 @@ class SceneGenerator:
         if dist < 40:
             direction = diff if dist > 1 else 128 - background.mean
             texture = texture + direction / max(np.linalg.norm(direction), 1e-6) * (40 - dist)
-        return np.clip(texture, 0, 255).astype(np.uint8)
+        return np.clip(texture, 0, 255).astype(np.uint8), APPEARANCES[kind]
 
     def _photo_crop(self, rng, background, side, fraction):
         """A square crop of a random photo resized to ``side``, away from the background's crop.
