@@ -266,8 +266,15 @@ def test_evaluate_renders_markdown(clip, model):
     for look, (count, mean) in groups.items():
         mine = [j for seen, j in zip(per_target["appearance"], per_target["J&F"]) if seen == look]
         assert count == len(mine) and mean == pytest.approx(np.mean(mine))
-    looks = appearance_table(results).splitlines()
-    assert len(looks) == 4 and all(line.count("|") == len(groups) + 2 for line in looks)
+    clicks = by_appearance(results["off"], "click")
+    assert {look: count for look, (count, _) in clicks.items()} == {
+        look: count for look, (count, _) in groups.items()}
+    single = results["off"]["one_click"]["per_target_single_iou"]
+    for look, (_, mean) in clicks.items():
+        assert mean == pytest.approx(np.mean(
+            [iou for seen, iou in zip(per_target["appearance"], single) if seen == look]))
+    looks = appearance_table(results).splitlines()  # both modes and the clicks of "off"
+    assert len(looks) == 5 and all(line.count("|") == len(groups) + 2 for line in looks)
 
 
 def test_clicks_are_answered_with_one_mask_and_with_three(clip):

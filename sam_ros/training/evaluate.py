@@ -465,17 +465,19 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
     return results
 
 
-def by_appearance(result):
-    """A row's J&F by how its targets look: ``{appearance: (targets, mean J&F)}`` in
-    ``APPEARANCES`` order, for those that occur; empty where appearances are unknown
-    (labelled video)."""
+def by_appearance(result, measure="J&F"):
+    """A row's per-target ``measure`` by how its targets look: ``{appearance: (targets,
+    mean)}`` in ``APPEARANCES`` order, for those that occur; empty where appearances are
+    unknown (labelled video). ``measure`` is ``"J&F"``, or ``"click"`` for the IoU of the
+    single mask that answers each target's click (memory-off rows)."""
     per_target = result["per_target"]
-    pairs = [(look, j_and_f) for look, j_and_f in zip(per_target["appearance"],
-                                                      per_target["J&F"])
-             if look is not None and j_and_f is not None]
-    groups = {look: [j for seen, j in pairs if seen == look] for look in APPEARANCES}
-    return {look: (len(values), float(np.mean(values))) for look, values in groups.items()
-            if values}
+    values = (result["one_click"]["per_target_single_iou"] if measure == "click"
+              else per_target[measure])
+    pairs = [(look, value) for look, value in zip(per_target["appearance"], values)
+             if look is not None and value is not None]
+    groups = {look: [value for seen, value in pairs if seen == look] for look in APPEARANCES}
+    return {look: (len(found), float(np.mean(found))) for look, found in groups.items()
+            if found}
 
 
 def later_prompts(result):
@@ -580,12 +582,15 @@ def kinds_table(results):
 
 
 def appearance_table(results):
-    """Markdown: each mode's J&F by how the targets look (``by_appearance``)."""
+    """Markdown: each mode's J&F by how the targets look (``by_appearance``), and for each
+    checkpoint the IoU of its single mask answering the first frame's clicks."""
     first = by_appearance(next(iter(results.values())))
     lines = ["| Mode | " + " | ".join(f"{look} ({count})" for look, (count, _) in first.items())
              + " |", "|---|" + "---|" * len(first)]
-    for name, r in results.items():
-        groups = by_appearance(r)
+    rows = [(name, by_appearance(r)) for name, r in results.items()]
+    rows += [(f"one click, IoU of the single mask ({r['checkpoint'] or name})",
+              by_appearance(r, "click")) for name, r in results.items() if "one_click" in r]
+    for name, groups in rows:
         lines.append(f"| {name} | " + " | ".join(_cell(groups[look][1]) for look in first)
                      + " |")
     return "\n".join(lines)
@@ -824,7 +829,8 @@ def main(argv=None):
               f"at the wrong size; partly off: the rest):\n")
         print(kinds_table(results) + "\n")
         if by_appearance(next(iter(results.values()))):
-            print("J&F by how the target looks (its texture; targets in brackets):\n")
+            print("J&F by how the target looks (its texture; targets in brackets), and the "
+                  "first frame's clicks answered as in the table below:\n")
             print(appearance_table(results) + "\n")
         print(f"One click on each target's most interior pixel on {where}, answered by the "
               "image predictor with its single mask and with its three candidate masks "
