@@ -176,3 +176,20 @@ def test_a_pixel_two_masks_claim_goes_to_the_higher_logit():
     assert (claimed_by(np.zeros((0, 4, 5), bool), np.zeros((0, 4, 5))) == -1).all()
     with pytest.raises(ValueError, match="must both be N x H x W"):
         claimed_by(masks, logits[:2])
+
+
+def test_each_pixel_goes_to_the_highest_logit_among_the_masks_covering_it():
+    """Against the rule written out per pixel, on masks that overlap, nest, miss one another
+    or are empty, with integer logits so that ties happen."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        masks = np.zeros((int(rng.integers(1, 6)), 40, 60), bool)
+        for mask in masks:
+            if rng.random() < 0.8:
+                y, x = rng.integers(0, 40), rng.integers(0, 60)
+                part = mask[y:y + rng.integers(1, 40), x:x + rng.integers(1, 60)]
+                part[:] = rng.random(part.shape) < 0.9
+        logits = rng.integers(-3, 4, masks.shape).astype(np.float32)
+        highest = np.argmax(np.where(masks, logits, -np.inf), axis=0)  # the lower index on a tie
+        assert np.array_equal(claimed_by(masks, logits),
+                              np.where(masks.any(axis=0), highest, -1))

@@ -36,37 +36,69 @@ def label_image(shape, results):
 
 def _paint(canvas, values, masks, logits):
     """``canvas`` with each mask's pixels set to its value, the winner's where they
-    overlap (``claimed_by``'s rule)."""
-    for value, mask in zip(reversed(values), reversed(masks)):  # the lower index on top
-        np.copyto(canvas, value, where=mask, casting="unsafe")
-    box, overlap, best = _overlaps(masks, logits)
-    if box is not None:
-        canvas[box][overlap] = np.asarray(values, canvas.dtype)[best[overlap]]
+    overlap (``claimed_by``'s rule). Each mask is read only inside its bounding box, and
+    logits only where boxes meet: the node builds a label image for every frame it
+    publishes, and tracked objects cover a small part of a camera frame."""
+    boxes = [_bounding_box(mask) for mask in masks]
+    for value, mask, box in zip(reversed(values), reversed(masks), reversed(boxes)):
+        if box is not None:  # the lower index on top
+            np.copyto(canvas[box], value, where=mask[box], casting="unsafe")
+    meeting = _union(_intersection(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    if meeting is None:
+        return canvas
+    overlap, best = _overlaps(masks, logits, boxes, meeting)
+    canvas[meeting][overlap] = np.asarray(values, canvas.dtype)[best[overlap]]
     return canvas
 
 
-def _overlaps(masks, logits):
-    """Where two or more masks cover a pixel: ``(box, overlap, best)``, the slices of the
-    overlaps' bounding box, the overlapping pixels in it, and there the index of the mask
-    with the highest logit (the lower index on a tie); ``(None, None, None)`` if none.
-    The logits are read only in that box: elsewhere this costs a few boolean passes per
-    mask (the node builds a label image for every frame it publishes)."""
-    if len(masks) < 2:
-        return None, None, None
-    covered = np.zeros(np.shape(masks[0]), bool)
-    overlap = np.zeros_like(covered)
-    for mask in masks:
-        overlap |= covered & mask
-        covered |= mask
-    rows, cols = np.flatnonzero(overlap.any(axis=1)), np.flatnonzero(overlap.any(axis=0))
+def _bounding_box(mask):
+    """The slices of ``mask``'s bounding box, or None if it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
     if not rows.size:
-        return None, None, None
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    highest = np.full(overlap[box].shape, -np.inf, np.float32)
-    best = np.zeros(highest.shape, np.int32)
-    for i, (mask, logit) in enumerate(zip(masks, logits)):
-        logit = np.asarray(logit, np.float32)[box]
-        higher = mask[box] & (logit > highest)
-        np.copyto(highest, logit, where=higher)
-        np.copyto(best, np.int32(i), where=higher)
-    return box, overlap[box], best
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _intersection(a, b):
+    """The common part of two boxes (None: either is, or they do not meet)."""
+    if a is None or b is None:
+        return None
+    box = tuple(slice(max(p.start, q.start), min(p.stop, q.stop)) for p, q in zip(a, b))
+    return box if all(s.start < s.stop for s in box) else None
+
+
+def _union(boxes):
+    """The bounding box of the boxes that are not None, or None if there are none."""
+    boxes = [box for box in boxes if box is not None]
+    if not boxes:
+        return None
+    return tuple(slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes))
+                 for axis in range(2))
+
+
+def _overlaps(masks, logits, boxes, region):
+    """In ``region`` (a box), where two or more masks cover a pixel, and there the index of
+    the mask with the highest logit (the lower index on a tie): ``(overlap, best)``, arrays
+    of the region's shape. Each mask is read in the part of its box (``boxes``) inside it."""
+    shape = tuple(s.stop - s.start for s in region)
+    covered, overlap = np.zeros(shape, bool), np.zeros(shape, bool)
+    highest = np.full(shape, -np.inf, np.float32)
+    best = np.zeros(shape, np.int32)
+    for i, (mask, logit, box) in enumerate(zip(masks, logits, boxes)):
+        part = _intersection(box, region)
+        if part is None:
+            continue
+        here, inside = _relative(part, region), mask[part]
+        overlap[here] |= covered[here] & inside
+        covered[here] |= inside
+        logit = np.asarray(logit)[part].astype(np.float32, copy=False)
+        higher = inside & (logit > highest[here])
+        np.copyto(highest[here], logit, where=higher)
+        np.copyto(best[here], np.int32(i), where=higher)
+    return overlap, best
+
+
+def _relative(box, region):
+    """``box`` in the coordinates of ``region``, a box that holds it."""
+    return tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
