@@ -189,7 +189,7 @@ def sample_points(regions, generator):
     """One pixel (x, y) drawn uniformly inside each of B boolean regions (anywhere when a
     region is empty)."""
     weights = regions.flatten(1).float()
-    weights[weights.sum(1) == 0] = 1.0
+    weights = torch.where(weights.sum(1, keepdim=True) == 0, 1.0, weights)
     # inverse-CDF sampling: torch.multinomial over a 256 x 256 image costs ~20 ms on CPU
     cumulative = weights.cumsum(1)
     draw = torch.rand(len(weights), 1, generator=generator, device=weights.device)
@@ -206,7 +206,7 @@ def corrective_clicks(predicted, truth, generator):
     positive = missed.flatten(1).sum(1) >= false.flatten(1).sum(1)
     region = torch.where(positive[:, None, None], missed, false)
     perfect = region.flatten(1).sum(1) == 0
-    region[perfect] = truth[perfect]
+    region = torch.where(perfect[:, None, None], truth, region)
     positive = positive | perfect
     return sample_points(region, generator)[:, None], positive.int()[:, None]
 
@@ -340,20 +340,27 @@ def clip_loss(model, frames, targets, options, rng, generator):
     segmented as an image on some of the frames where it shows."""
     b, t = targets.shape[:2]
     truth = targets[:, :, 0]
+    present = truth.flatten(2).any(-1)  # B x T
+    # The host reads which slots show and which frames show every target before the frames
+    # are encoded: on a GPU, reading waits for all the work queued before it. Nothing else
+    # in a step is read back (see mean_loss_and_iou).
+    slots = targets.flatten(0, 2)
+    shown = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
+    all_present = present.all(dim=0).tolist()
     features = encode_frames(model, normalise(frames.flatten(0, 1)))
     per_frame = lambda x: x.unflatten(0, (b, t))  # noqa: E731
     embed, pos = per_frame(features.embed), per_frame(features.pos)
     high_res = [per_frame(h) for h in features.high_res]
-    present = truth.flatten(2).any(-1)  # B x T
     bank = ObjectMemory(0)
-    losses, ious = [], []
+    losses, ious, showing = [], [], []
     terms = mask_terms(options)
 
     def score(out, frame):
         loss, iou = prediction_loss(out, truth[:, frame], present[:, frame],
                                     hidden_weight=options.hidden_weight, **terms)
         losses.append(loss)
-        ious.append(iou[present[:, frame]])
+        ious.append(iou)
+        showing.append(present[:, frame])
 
     # Every (frame, target) pair where the target shows is also an image to segment from a
     # prompt of its own (SAM 2 trains on images beside videos, several masks per image): the
@@ -361,8 +368,6 @@ def clip_loss(model, frames, targets, options, rng, generator):
     # memory is of any use, for the price of a decode (the frame is encoded anyway). A fixed
     # share of the B x T x K slots (all the shown pairs when fewer show), so that the batch
     # keeps its size from step to step: on a GPU each new size costs new kernel plans.
-    slots = targets.flatten(0, 2)
-    shown = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
     count = min(len(shown), max(1, round(options.image_odds * len(slots))))
     if options.image_odds > 0 and count > 0:
         order = torch.randperm(len(shown), generator=generator, device=shown.device)
@@ -377,6 +382,7 @@ def clip_loss(model, frames, targets, options, rng, generator):
                                     **terms)
         losses.append(loss)
         ious.append(iou)
+        showing.append(torch.ones_like(iou, dtype=torch.bool))
 
     # Frame 0: the prompt, maybe a corrective click, then its memory.
     kind = rng.choice(PROMPT_KINDS, p=PROMPT_ODDS)
@@ -396,12 +402,12 @@ def clip_loss(model, frames, targets, options, rng, generator):
             out, entry = decode_prompt(model, pix, frame_hr, points, labels, entry, True)
             score(out, 0)
     if t == 1:  # an image, not a clip: nothing will read a memory
-        return mean_loss_and_iou(losses, ious)
+        return mean_loss_and_iou(losses, ious, showing)
     encode_prompt_memory(model, embed[:, 0], entry)
     bank.set_prompt_entry(0, entry)
 
     # A later frame where every object is present may get a corrective click.
-    candidates = [f for f in range(1, t) if bool(present[:, f].all())]
+    candidates = [f for f in range(1, t) if all_present[f]]
     corrected = (int(rng.choice(candidates))
                  if candidates and rng.random() < options.correct_odds else None)
     cfg = model.config
@@ -427,7 +433,7 @@ def clip_loss(model, frames, targets, options, rng, generator):
             bank.recent[f] = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
                                          low_res=out.low_res_masks, iou=0.0,
                                          features=memory_features)
-    return mean_loss_and_iou(losses, ious)
+    return mean_loss_and_iou(losses, ious, showing)
 
 
 def candidate_parameters(model):
@@ -463,12 +469,12 @@ def candidate_loss(model, frames, targets, options, generator):
     """Loss of the three candidate masks (``--candidates-only``) answering one click on every
     shown target of every frame: the mask loss on the best of them, every one's IoU
     estimate supervised, as SAM 2 trains them."""
-    with torch.no_grad():  # the encoder is frozen: no graph to keep
-        features = encode_frames(model, normalise(frames.flatten(0, 1)))
     slots = targets.flatten(0, 2)
-    rows = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
+    rows = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)  # read before the encoder runs
     if not len(rows):
         return None, None
+    with torch.no_grad():  # the encoder is frozen: no graph to keep
+        features = encode_frames(model, normalise(frames.flatten(0, 1)))
     truth = slots[rows]
     frame_rows = rows // targets.shape[2]
     points, labels = first_prompt("click", truth, generator)
@@ -476,16 +482,17 @@ def candidate_loss(model, frames, targets, options, generator):
                               [h[frame_rows] for h in features.high_res], points, labels,
                               multimask=True)
     loss, iou = prediction_loss(out, truth, truth.new_ones(len(truth)), **mask_terms(options))
-    return mean_loss_and_iou([loss], [iou])
+    return mean_loss_and_iou([loss], [iou], [torch.ones_like(iou, dtype=torch.bool)])
 
 
-def mean_loss_and_iou(losses, ious):
-    """(mean loss, mean IoU of the predictions where the object shows), or (None, None)
-    when nothing was scored (a one-frame clip prompted by its mask)."""
+def mean_loss_and_iou(losses, ious, showing):
+    """(mean loss, mean IoU of the predictions whose object shows, as ``showing`` says of
+    each), or (None, None) when nothing was scored (a one-frame clip prompted by its mask).
+    A weighted mean, not an indexed one: indexing by a mask would make a GPU step wait."""
     if not losses:
         return None, None
-    iou = torch.cat(ious)
-    return torch.stack(losses).mean(), (iou.mean() if len(iou) else iou.new_zeros(()))
+    iou, weight = torch.cat(ious), torch.cat(showing).float()
+    return torch.stack(losses).mean(), (iou * weight).sum() / weight.sum().clamp(min=1)
 
 
 # -------------------------------------------------------------- the loop
