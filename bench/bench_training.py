@@ -7,7 +7,9 @@ are generated beforehand, so data generation is not counted; train.py reports th
 
 It also counts the operators a step dispatches: on a GPU each is at least one kernel launch
 from Python, so a step cannot be faster than that count times the launch cost, whatever the
-batch. ``--profile`` prints the operators that take the most time (device time on a GPU).
+batch. And the operators whose answer the host must read, so that on a GPU it waits for all
+the work queued before them (``HOST_READS``; the timed step's ``loss.item()`` not counted).
+``--profile`` prints the operators that take the most time (device time on a GPU).
 """
 
 import argparse
@@ -21,6 +23,10 @@ from torch.profiler import ProfilerActivity, profile
 from common import describe_machine, sync
 from sam_ros.model import build_sam2
 from sam_ros.training import train
+
+
+# Operators whose result sizes or values the host needs: on a GPU each waits for the device.
+HOST_READS = ("aten::nonzero", "aten::is_nonzero", "aten::masked_select")
 
 
 def make_batch(stream, batch):
@@ -50,7 +56,8 @@ def main():
           f"{options.image_odds:.0%} of frame x target slots"
           f"{', image encoder frozen' if args.freeze_encoder else ''}, "
           f"{describe_machine(device)}")
-    print(f"{'clips':>6}{'s/step':>9}{'frames/s':>10}{'ops/step':>10}{'peak GiB':>10}")
+    print(f"{'clips':>6}{'s/step':>9}{'frames/s':>10}{'ops/step':>10}{'reads/step':>11}"
+          f"{'peak GiB':>10}")
     for batch in (int(b) for b in args.batches.split(",")):
         frames, targets = (t.to(device) for t in make_batch(stream, batch))
         rng, generator = np.random.default_rng(0), torch.Generator(device).manual_seed(0)
@@ -75,9 +82,10 @@ def main():
             sync(device)
         events = prof.key_averages()
         ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        reads = sum(e.count for e in events if e.key in HOST_READS)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
         print(f"{batch:>6}{seconds:>9.3f}{batch * args.frames / seconds:>10.1f}{ops:>10d}"
-              f"{peak:>10.1f}", flush=True)
+              f"{reads:>11d}{peak:>10.1f}", flush=True)
         if args.profile:
             key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
             print(events.table(sort_by=key, row_limit=20), flush=True)
