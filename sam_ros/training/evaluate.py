@@ -421,6 +421,19 @@ class Setting:
     checkpoint: str = ""  # its file name, naming its rows where the mode does not
 
 
+def run_and_score(setting, clip, prompt="click", first_appearance=False, scoring="per-object"):
+    """One setting on one clip, prompted as ``target_prompts`` says and scored as
+    ``scoring`` says: the prediction and its ``ClipScores``. "davis" keeps each pixel for
+    one target, leaves the last frame out and counts void as background, as DAVIS 2017's
+    evaluation scores the one label PNG per frame a benchmark takes."""
+    davis = scoring == "davis"
+    run = track_clip_with_memory if setting.memory else segment_clip_without_memory
+    prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
+                     first_appearance=first_appearance, one_per_pixel=davis)
+    return prediction, score_clip(clip, prediction, last_frame=not davis,
+                                  leave_out_void=not davis)
+
+
 def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="per-object"):
     """Run every setting on every clip (so each clip is made or read once), the targets
     prompted by ``prompt`` (one of ``PROMPTS``) as ``prompted_targets`` says and scored as
@@ -428,7 +441,6 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
     model's milliseconds per frame."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
-    davis = scoring == "davis"
     scores = {s.name: [] for s in settings}
     names, starts, looks = [], [], []  # of the prompted targets, in column order
     clicks = {s.name: [] for s in settings if not s.memory}
@@ -436,16 +448,14 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
     frames = 0
     for clip in clips:
         for i, setting in enumerate(settings):
-            run = track_clip_with_memory if setting.memory else segment_clip_without_memory
-            prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
-                             first_appearance=first_appearance, one_per_pixel=davis)
+            prediction, clip_scores = run_and_score(setting, clip, prompt, first_appearance,
+                                                    scoring)
             if i == 0:  # every setting prompts the same targets
                 names += [clip.target_name(k) for k in prediction.targets]
                 starts += prediction.starts
                 looks += [clip.appearance[k] if clip.appearance else None
                           for k in prediction.targets]
-            scores[setting.name].append(score_clip(clip, prediction, last_frame=not davis,
-                                                   leave_out_void=not davis))
+            scores[setting.name].append(clip_scores)
             seconds[setting.name] += prediction.seconds
             if not setting.memory:
                 clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision,
