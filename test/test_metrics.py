@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, save_checkpoint
+from sam_ros.model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2, save_checkpoint
 from sam_ros.training.evaluate import (
     ClipScores, Setting, answer_clicks, appearance_table, by_appearance, clicks_table,
     compare_table, evaluate,
@@ -227,6 +227,38 @@ def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model, capsys)
     assert line.startswith("One click, IoU of the single mask: sam_ros_mini.pt minus "
                            "sam_ros_mini.pt, paired (± standard error): +0.000 ± ")
     assert line.endswith(f" ({count} targets).")
+
+
+def test_the_ceiling_prompts_every_shown_frame_from_its_own_ground_truth(clip, capsys,
+                                                                         tmp_path):
+    """``--ceiling``: each shown frame is answered as a click on that frame's ground truth
+    is answered alone (not frame 0's click), each hidden frame is blank, and the row comes
+    after both modes, with no click table of its own."""
+    model = build_sam2()
+    prediction = segment_clip_without_memory(model, clip, fresh=True)
+    repeated = segment_clip_without_memory(model, clip)
+    predictor = SamImagePredictor(model)
+    differing = 0
+    for t, frame in enumerate(clip.frames):
+        predictor.set_image(frame)
+        for i, target in enumerate(prediction.targets):
+            if clip.visibility[t, target] == 0:
+                assert not prediction.masks[t, i].any()
+                continue
+            click = interior_point(clip.masks[t, target])
+            differing += not np.array_equal(prediction.masks[t, i], repeated.masks[t, i])
+            masks, _, _ = predictor.predict(point_coords=np.array([click], np.float32),
+                                            point_labels=np.array([1]))
+            assert np.array_equal(masks[0], prediction.masks[t, i]), (t, i)
+    assert differing > 0  # the clicks follow the targets
+    out = tmp_path / "scores.json"
+    main(["--videos", "1", "--frames", str(MIN_EVENT_FRAMES), "--ceiling", "--photos",
+          str(PHOTOS), "--json", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert [r["memory"] for r in results.values()] == [True, False, False]
+    ceiling = list(results)[2]
+    assert ceiling.startswith("ceiling") and "one_click" not in results[ceiling]
+    assert "Memory on minus the ceiling, paired" in capsys.readouterr().out
 
 
 def test_a_clip_with_nothing_fully_visible_scores_no_targets(model):

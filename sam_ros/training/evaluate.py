@@ -11,7 +11,9 @@ and for the tracker on whether it says a target is visible; J over time (by span
 frames), which shows how fast a track drifts off its target; how the masks of shown
 targets miss (too large, lost, ...); J&F by how a generated target looks (its texture:
 ``synthetic.APPEARANCES``); and the first frame's clicks answered by the image
-predictor with one mask and with three. ``--dataset`` scores labelled video of one's own
+predictor with one mask and with three. ``--ceiling`` adds what the masks would score if
+tracking were perfect: the image predictor prompted afresh from the ground truth on every
+frame. ``--dataset`` scores labelled video of one's own
 instead (DAVIS layout, ``labelled.py``): every object is prompted on the first annotated
 frame it shows on (YouTube-VOS's protocol) and scored on the frames after it as DAVIS's
 evaluation scores a benchmark's one label PNG per frame: each pixel kept for one object,
@@ -22,6 +24,7 @@ the last frame left out (``--scoring``, ``SCORINGS``).
     python -m sam_ros.training.evaluate --json scores.json
     python -m sam_ros.training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
     python -m sam_ros.training.evaluate --checkpoint mine.pt --against other.pt  # paired
+    python -m sam_ros.training.evaluate --ceiling       # + the score of perfect tracking
 
 The result is a Markdown table on stdout, ready for a model card.
 """
@@ -58,6 +61,8 @@ FRAMES_PER_SPAN = 5
 # The two modes' row names.
 MEMORY_ON = "memory on (streaming tracker)"
 MEMORY_OFF = "memory off (image predictor, the {prompt} repeated)"
+# --ceiling's row: what the masks would score if tracking were perfect.
+CEILING = "ceiling (image predictor, a fresh {prompt} from the ground truth on every frame)"
 # How the targets are prompted: one click on the most interior pixel (the
 # default), the ground truth's bounding box, or the ground-truth mask itself (DAVIS's
 # semi-supervised protocol).
@@ -204,11 +209,15 @@ def image_prompts(model, prompts):
 
 
 def segment_clip_without_memory(model, clip, precision="float32", prompt="click",
-                                first_appearance=False, one_per_pixel=False):
+                                first_appearance=False, one_per_pixel=False, fresh=False):
     """Memory off: every frame segmented on its own from the prompts given so far
     (``target_prompts``), as the model answers them (the best-rated of its candidate
     masks where its config asks for multimask output, as SAM 2's do; its single mask
-    otherwise); with ``one_per_pixel`` each pixel kept for the target that claims it."""
+    otherwise); with ``one_per_pixel`` each pixel kept for the target that claims it.
+
+    With ``fresh``, each target is prompted anew on every frame it shows on, from its
+    ground truth there (``prompt_for``), and left blank where it is hidden: the score
+    tracking would reach if it always knew where the target is (``--ceiling``)."""
     targets, starts, prompts = target_prompts(clip, prompt, first_appearance)
     masks = np.zeros((len(clip.frames), len(targets), *clip.frames.shape[1:3]), bool)
     if not targets:  # nothing to prompt: nothing to score
@@ -219,12 +228,17 @@ def segment_clip_without_memory(model, clip, precision="float32", prompt="click"
     predictor = SamImagePredictor(model, precision=precision)
     for t, frame in enumerate(clip.frames):
         given = np.flatnonzero(starts <= t)
+        if fresh:
+            given = given[clip.visibility[t, np.array(targets)[given]] > 0]
         if not given.size:
             continue
         predictor.set_image(frame)
-        logits, scores, _ = predictor.predict(return_logits=True,
-                                              **{key: value[given]
-                                                 for key, value in prompts.items()})
+        if fresh:
+            keywords = image_prompts(model, [prompt_for(prompt, clip.masks[t, targets[i]])
+                                             for i in given])
+        else:
+            keywords = {key: value[given] for key, value in prompts.items()}
+        logits, scores, _ = predictor.predict(return_logits=True, **keywords)
         # one prompt comes back without its batch axis
         logits = logits.reshape(len(given), -1, *frame.shape[:2])
         best = scores.reshape(len(given), -1).argmax(axis=1)
@@ -419,6 +433,7 @@ class Setting:
     precision: str = "float32"
     note: str = ""
     checkpoint: str = ""  # its file name, naming its rows where the mode does not
+    fresh: bool = False  # memory off, prompted anew from the ground truth on every frame
 
 
 def run_and_score(setting, clip, prompt="click", first_appearance=False, scoring="per-object"):
@@ -427,9 +442,13 @@ def run_and_score(setting, clip, prompt="click", first_appearance=False, scoring
     one target, leaves the last frame out and counts void as background, as DAVIS 2017's
     evaluation scores the one label PNG per frame a benchmark takes."""
     davis = scoring == "davis"
-    run = track_clip_with_memory if setting.memory else segment_clip_without_memory
-    prediction = run(setting.model, clip, precision=setting.precision, prompt=prompt,
-                     first_appearance=first_appearance, one_per_pixel=davis)
+    if setting.memory:
+        prediction = track_clip_with_memory(setting.model, clip, setting.precision, prompt,
+                                            first_appearance, one_per_pixel=davis)
+    else:
+        prediction = segment_clip_without_memory(setting.model, clip, setting.precision,
+                                                 prompt, first_appearance, davis,
+                                                 setting.fresh)
     return prediction, score_clip(clip, prediction, last_frame=not davis,
                                   leave_out_void=not davis)
 
@@ -443,7 +462,8 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
         raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     scores = {s.name: [] for s in settings}
     names, starts, looks = [], [], []  # of the prompted targets, in column order
-    clicks = {s.name: [] for s in settings if not s.memory}
+    # the first frame's clicks, answered once per checkpoint (from its memory-off row)
+    clicks = {s.name: [] for s in settings if not s.memory and not s.fresh}
     seconds = dict.fromkeys(scores, 0.0)
     frames = 0
     for clip in clips:
@@ -457,7 +477,7 @@ def evaluate(settings, clips, prompt="click", first_appearance=False, scoring="p
                           for k in prediction.targets]
             scores[setting.name].append(clip_scores)
             seconds[setting.name] += prediction.seconds
-            if not setting.memory:
+            if setting.name in clicks:
                 clicks[setting.name] += answer_clicks(setting.model, clip, setting.precision,
                                                       first_appearance)
         frames += len(clip.frames)
@@ -678,12 +698,20 @@ def parse_args(argv=None):
                              f"image sizes {', '.join(map(str, COMPARE_IMAGE_SIZES))}")
     parser.add_argument("--against", help="a second checkpoint scored on the same clips, with "
                         "the paired differences")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="add a row: the image predictor given a fresh prompt from each "
+                             "target's ground truth on every frame it shows on, blank where "
+                             "it is hidden (what the masks would score if tracking were "
+                             "perfect)")
     parser.add_argument("--json", help="also save the numbers to this file")
     args = parser.parse_args(argv)
     if args.compare and (args.precision != "float32" or args.image_size or args.compile
-                         or args.against):
+                         or args.against or args.ceiling):
         parser.error("--compare runs its own precisions, sizes and compilation: leave out "
-                     "--precision, --image-size, --compile and --against")
+                     "--precision, --image-size, --compile, --against and --ceiling")
+    if args.ceiling and args.prompt == "mask":
+        parser.error("--ceiling with --prompt mask would answer each frame with its own "
+                     "ground truth: use a click or a box")
     if args.videos is not None and args.videos < 1:
         parser.error("need --videos >= 1")
     if args.dataset:
@@ -751,6 +779,12 @@ def _settings(args, build):
         name = os.path.basename(checkpoint)
         settings += [Setting(MEMORY_ON + suffix, model, True, args.precision, note, name),
                      Setting(memory_off + suffix, model, False, args.precision, note, name)]
+    if args.ceiling:
+        first = settings[0]
+        settings.append(Setting(CEILING.format(prompt=args.prompt)
+                                + (f", {first.checkpoint}" if args.against else ""),
+                                first.model, False, args.precision, first.note,
+                                first.checkpoint, fresh=True))
     return settings, {}
 
 
@@ -848,6 +882,9 @@ def main(argv=None):
               "between the model's estimates and the IoUs:\n")
         print(clicks_table(results) + "\n")
         print("\n".join(differences(results, scored_checkpoints(args))))
+        if args.ceiling:
+            print(difference_line("Memory on minus the ceiling", results[settings[0].name],
+                                  results[settings[-1].name]))
         first = next(iter(results))
         print(f"Lowest J&F, {first}: " + ", ".join(
             f"{name} {j_and_f:.3f}" for name, j_and_f in worst_targets(results[first])) + ".")
