@@ -23,14 +23,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from PIL import Image
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2
 from sam_ros.training.evaluate import (DEFAULT_FRAMES, DEFAULT_VIDEOS, Setting, held_out_clips,
                                        labelled_clips, prompted_targets, run_and_score,
                                        summarize)
-from sam_ros.training.labelled import VOID_ID, find_sequences, read_annotation, write_sequence
+from sam_ros.training.labelled import (VOID_ID, find_sequences, read_annotation,
+                                      write_annotation, write_sequence)
 from sam_ros.training.synthetic import SceneGenerator, find_photos
 
 VOID_BLOCK = (40, 60)  # rows x columns of the block --void paints
@@ -62,7 +61,7 @@ def write_datasets(ours, theirs, clips, void, rng):
                 top = rng.integers(ids.shape[0] - VOID_BLOCK[0])
                 left = rng.integers(ids.shape[1] - VOID_BLOCK[1])
                 ids[top:top + VOID_BLOCK[0], left:left + VOID_BLOCK[1]] = VOID_ID
-                write_label(png, ids)
+                write_annotation(png, ids)
         frames = Path(theirs, "JPEGImages", "480p", name)
         frames.mkdir(parents=True)
         for t, frame in enumerate(clip.frames):
@@ -73,15 +72,6 @@ def write_datasets(ours, theirs, clips, void, rng):
     Path(theirs, "ImageSets", "2017").mkdir(parents=True)
     Path(theirs, "ImageSets", "2017", "val.txt").write_text("".join(n + "\n" for n in names))
     return names
-
-
-def write_label(path, ids):
-    """Rewrite an indexed annotation PNG with new ids, keeping its palette."""
-    with Image.open(path) as old:
-        palette = old.getpalette()
-    image = Image.fromarray(ids)
-    image.putpalette(palette)
-    image.save(path)
 
 
 def object_masks(label_image, objects):
@@ -100,7 +90,6 @@ def main(argv=None):
     parser.add_argument("--photos", help="photographs for the generator")
     args = parser.parse_args(argv)
     davis, evaluation, utils = import_toolkit(args.toolkit)
-    torch.set_grad_enabled(False)
     model = build_sam2("auto", checkpoint=args.checkpoint)
     modes = {"memory on": Setting("memory on", model), "memory off":
              Setting("memory off", model, memory=False)}

@@ -148,15 +148,19 @@ def write_sequence(root, name, frames, masks):
     label_folder = Path(root) / ANNOTATIONS_DIR / name
     image_folder.mkdir(parents=True, exist_ok=True)
     label_folder.mkdir(parents=True, exist_ok=True)
-    palette = davis_palette()
     for t, (frame, frame_masks) in enumerate(zip(frames, masks)):
         cv2.imwrite(str(image_folder / f"{t:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         ids = np.zeros(frame.shape[:2], np.uint8)
         for k, mask in enumerate(frame_masks):
             ids[mask] = k + 1
-        label = Image.fromarray(ids)
-        label.putpalette(palette)  # greyscale -> indexed, ids unchanged
-        label.save(label_folder / f"{t:05d}.png")
+        write_annotation(label_folder / f"{t:05d}.png", ids)
+
+
+def write_annotation(path, ids):
+    """An H x W uint8 array of object ids as an indexed PNG with DAVIS's palette."""
+    label = Image.fromarray(ids)
+    label.putpalette(davis_palette())  # greyscale -> indexed, ids unchanged
+    label.save(path)
 
 
 def davis_palette():
