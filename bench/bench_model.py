@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from common import describe_machine, sync, timed
-from oracle import IMAGES, VIDEOS, build_oracle, copy_weights, oracle_image_predictor, read_image, read_video_frames
+from training.oracle import IMAGES, VIDEOS, build_oracle, copy_weights, oracle_image_predictor, read_image, read_video_frames
 from sam_ros.model import SAM2, SamImagePredictor, get_config
 from sam_ros.model.transforms import preprocess
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common import describe_machine, sync
-from oracle import (VIDEOS, build_oracle, copy_weights, oracle_video_state, randomize_,
+from training.oracle import (VIDEOS, build_oracle, copy_weights, oracle_video_state, randomize_,
                     read_video_frames)
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker

@@ -18,7 +18,7 @@ import cv2
 import torch
 
 import common  # noqa: F401  (puts the repository and the oracle helpers on sys.path)
-from oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
+from training.oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker
 

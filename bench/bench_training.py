@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from common import describe_machine, sync
 from sam_ros.model import build_sam2
-from sam_ros.training import train
+from training import train
 
 
 # Operators whose result sizes or values the host needs: on a GPU each waits for the device.

@@ -1,7 +1,20 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the lab on the import path.
+
+The tests run against the built package (``python -P``: the source tree is not on sys.path, so
+``sam_ros`` comes from the installed workspace). The lab (``training``, which holds the
+reference oracles) is not installed: the repository root is appended, after the installed
+package, so that ``import training`` works and ``import sam_ros`` still finds the build.
+"""
+
+import pathlib
+import sys
 
 import pytest
 import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
 
 
 @pytest.fixture

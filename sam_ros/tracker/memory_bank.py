@@ -7,7 +7,7 @@ read again, so it is dropped; only a prompt on a recent past frame (the ring) re
 further back, and the bank keeps exactly that much more.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Dict, Optional
 
 import torch
@@ -15,16 +15,16 @@ import torch
 
 @dataclass
 class MemoryEntry:
-    """What one object left on one frame."""
+    """What one object (or, in training, a batch of B clips' objects) left on one frame."""
 
-    obj_ptr: torch.Tensor  # 1 x C
-    score: torch.Tensor  # 1 x 1 object-score logit
-    low_res: Optional[torch.Tensor]  # 1 x 1 x 4h x 4w chosen mask logits (ring frames only)
-    iou: float
-    features: Optional[torch.Tensor] = None  # 1 x mem_dim x h x w, None until encoded
+    obj_ptr: torch.Tensor  # B x C
+    score: torch.Tensor  # B x 1 object-score logit
+    low_res: Optional[torch.Tensor]  # B x 1 x 4h x 4w chosen mask logits (ring frames only)
+    iou: torch.Tensor  # B, the heads' estimate of the chosen mask's IoU
+    features: Optional[torch.Tensor] = None  # B x mem_dim x h x w, None until encoded
     # prompt frames only: the prompt, kept so that a further click refines it
-    points: Optional[torch.Tensor] = None  # 1 x P x 2, model-input pixels
-    labels: Optional[torch.Tensor] = None  # 1 x P
+    points: Optional[torch.Tensor] = None  # B x P x 2, model-input pixels
+    labels: Optional[torch.Tensor] = None  # B x P
     initial: bool = False  # decoded without memory (the object's first prompt there)
     from_prompt: bool = False  # memory binarises the mask, as SAM 2 does for clicks
 
@@ -33,6 +33,12 @@ class MemoryEntry:
         """A prompt frame whose memory is encoded lazily, once no more clicks can
         change it (when the stream moves on or catches up)."""
         return self.features is None and self.from_prompt
+
+    def row(self, i):
+        """The entry of row ``i`` alone (one object of a batch decoded together)."""
+        def part(value):
+            return value[i:i + 1] if isinstance(value, torch.Tensor) else value
+        return MemoryEntry(**{f.name: part(getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass

@@ -6,9 +6,9 @@ the mask decoder and the memory encoder. Memory stays bounded (see ``memory_bank
 short ring of recent frames' encodings lets a prompt land on the frame a person actually
 saw, after which the object is tracked again up to the present.
 
-The per-frame computation follows Meta's ``SAM2VideoPredictor`` step for step (memory
-selection, multimask choice, memories stored in bfloat16, binarised masks for prompted
-frames), so that its masks match the reference's.
+The per-frame computation is ``step`` (shared with the trainer) and follows Meta's
+``SAM2VideoPredictor`` step for step (memory selection, multimask choice, memories stored in
+bfloat16, binarised masks for prompted frames), so that its masks match the reference's.
 """
 
 import collections
@@ -17,15 +17,13 @@ from typing import Any, Dict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..model.common import autocast
-from ..model.prompts import parse_mask, parse_points_and_box
-from ..model.transforms import preprocess, to_model_coords, upscale_logits
-from .memory_bank import MemoryEntry, ObjectMemory, memory_tokens
+from sam_ros.model.common import autocast
+from sam_ros.model.prompts import parse_mask, parse_points_and_box
+from sam_ros.model.transforms import preprocess, to_model_coords, upscale_logits
 
-# Clamp of a previous prediction fed back as a mask prompt (as in the reference).
-PREV_LOGIT_LIMIT = 32.0
+from . import step
+from .memory_bank import ObjectMemory
 
 
 @dataclass
@@ -103,10 +101,17 @@ class StreamingTracker:
         """Indices of the frames a prompt can still land on, oldest first."""
         return [f.index for f in self._ring]
 
-    def frame_for_stamp(self, stamp):
-        """Index of the ring frame that was given ``stamp``; ValueError if none is."""
+    @property
+    def ring_stamps(self):
+        """The stamps given with the ring's frames, oldest first."""
+        return [f.stamp for f in self._ring]
+
+    def frame_for_stamp(self, stamp, key=None):
+        """Index of the ring frame that was given ``stamp``; ValueError if none is. ``key``,
+        if given, is applied to each frame's stamp before comparing (e.g. to match a
+        message header by its time alone)."""
         for f in self._ring:
-            if f.stamp == stamp:
+            if (f.stamp if key is None else key(f.stamp)) == stamp:
                 return f.index
         raise ValueError(f"no frame with stamp {stamp!r} in the ring of the last "
                          f"{len(self._ring)} frames")
@@ -138,21 +143,11 @@ class StreamingTracker:
         in the past, the object is then tracked again up to the latest frame. Returns the
         object's result on ``frame``.
         """
-        if not self._ring:
-            raise ValueError("no frame yet: call step(image) before add_prompt()")
-        target = self._ring_frame(frame)
         if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
             raise ValueError(f"obj_id must be an integer, got {obj_id!r}")
         obj_id = int(obj_id)
-        coords, point_labels = parse_points_and_box(points, labels, box, target.image_hw)
-        if coords is not None and len(coords) != 1:
-            raise ValueError(f"one object per prompt: got {len(coords)} point sets or boxes")
-        mask_t = None if mask is None else parse_mask(mask, target.image_hw)
-        if coords is None and mask_t is None:
-            raise ValueError("empty prompt: give points with labels, a box or a mask")
-        if coords is not None and mask_t is not None:
-            raise ValueError("give either points/box or a mask, not both")
-
+        target, coords, point_labels, mask_t = self._parse_prompt(points, labels, box, mask,
+                                                                  frame)
         self._encode_pending(except_frame=target.index)
         obj = self._objects.get(obj_id)
         if obj is None:
@@ -167,6 +162,17 @@ class StreamingTracker:
                 if f.index not in obj.cond:
                     self._track(f, [obj])
         return result
+
+    @torch.inference_mode()
+    def segment_once(self, points=None, labels=None, box=None, mask=None,
+                     frame=None) -> TrackResult:
+        """Answer a prompt on a ring frame as a new object's first prompt is answered, and
+        track nothing: no object is added and no memory is kept (``obj_id`` is None)."""
+        target, coords, point_labels, mask_t = self._parse_prompt(points, labels, box, mask,
+                                                                  frame)
+        entry = self._decode_prompt(ObjectMemory(None), target, coords, point_labels, mask_t,
+                                    box is not None)
+        return self._result_of(None, entry, target)
 
     def result(self, obj_id, frame=None) -> TrackResult:
         """Object ``obj_id``'s result on a ring frame (default: the latest)."""
@@ -193,6 +199,22 @@ class StreamingTracker:
             raise ValueError(f"unknown object id {obj_id}; tracked: {sorted(self._objects)}")
         return self._objects[obj_id]
 
+    def _parse_prompt(self, points, labels, box, mask, frame):
+        """The ring frame a prompt names and the prompt, checked: ``(frame, coords, labels,
+        mask)``, with either the coordinates (and labels) or the mask set."""
+        if not self._ring:
+            raise ValueError("no frame yet: call step(image) before prompting")
+        target = self._ring_frame(frame)
+        coords, point_labels = parse_points_and_box(points, labels, box, target.image_hw)
+        if coords is not None and len(coords) != 1:
+            raise ValueError(f"one object per prompt: got {len(coords)} point sets or boxes")
+        mask_t = None if mask is None else parse_mask(mask, target.image_hw)
+        if coords is None and mask_t is None:
+            raise ValueError("empty prompt: give points with labels, a box or a mask")
+        if coords is not None and mask_t is not None:
+            raise ValueError("give either points/box or a mask, not both")
+        return target, coords, point_labels, mask_t
+
     def _ring_frame(self, frame):
         if frame is None:
             return self._ring[-1]
@@ -207,57 +229,26 @@ class StreamingTracker:
                          f"(frames {oldest}..{newest} can be prompted)")
 
     def _decode_prompt(self, obj, frame, coords, labels, mask, replaces_points):
-        """Decode a prompt on ``frame`` for one object (batch of one)."""
+        """Decode a prompt on ``frame`` for one object: ``step``'s prompt or mask step. As
+        in SAM 2, a frame the object has not been decoded on yet is decoded without memory;
+        a frame it was tracked on is corrected with its memory."""
         model = self.model
-        feats = frame.features
-        previous = obj.entry(frame.index)
-        # As in SAM 2, a frame the object has not been decoded on yet is decoded without
-        # memory; a frame it was tracked on is corrected with its memory.
-        initial = previous.initial if previous is not None else True
-        prev_logits = None
-        if mask is None:
-            coords = to_model_coords(torch.as_tensor(coords, device=model.device),
-                                     frame.image_hw, model.image_size)
-            labels = torch.as_tensor(labels, device=model.device)
-            if previous is not None and previous.low_res is not None:
-                prev_logits = previous.low_res.clamp(-PREV_LOGIT_LIMIT, PREV_LOGIT_LIMIT)
-                keep_clicks = previous.from_prompt and previous.points is not None
-                if keep_clicks and not replaces_points:
-                    coords = torch.cat([previous.points, coords], dim=1)
-                    labels = torch.cat([previous.labels, labels], dim=1)
         if mask is not None:
-            mask = mask.to(model.device)[None, None].float()
-            if mask.shape[-2:] != (model.image_size, model.image_size):
-                mask = F.interpolate(mask, size=(model.image_size,) * 2, mode="bilinear",
-                                     align_corners=False, antialias=True)
-                mask = (mask >= 0.5).float()
-            out = model.mask_as_prediction(feats.embed, feats.high_res, mask)
+            return step.mask_step(model, frame.features, mask[None, None])[1]
+        previous = obj.entry(frame.index)
+        initial = previous.initial if previous is not None else True
+        coords = to_model_coords(torch.as_tensor(coords, device=model.device), frame.image_hw,
+                                 model.image_size)
+        labels = torch.as_tensor(labels, device=model.device)
+        if initial:
+            pix = model.without_memory(frame.features.embed)
         else:
-            if initial:
-                pix = model.without_memory(feats.embed)
-            else:
-                pix = self._attend([obj], frame)
-            multimask = model.use_multimask(initial, labels.shape[1])
-            out = model.predict_masks(pix, feats.high_res, coords, labels,
-                                      mask_input=prev_logits, multimask=multimask)
-        return MemoryEntry(
-            obj_ptr=out.obj_ptr.float(), score=out.object_score_logits.float(),
-            low_res=out.low_res_masks.float(), iou=float(_chosen_iou(out)[0]),
-            points=None if mask is not None else coords,
-            labels=None if mask is not None else labels,
-            initial=initial, from_prompt=True)
+            pix = step.attend(model, frame.features, [self._select(obj, frame)], self.precision)
+        return step.prompt_step(model, frame.features, pix, coords, labels, previous, initial,
+                                replaces_points)[1]
 
-    def _attend(self, objects, frame):
-        """Memory attention for objects that share a memory layout, on one frame."""
-        model = self.model
-        picks = [o.select(frame.index, self.num_maskmem, self.max_obj_ptrs) for o in objects]
-        memory, memory_pos, num_ptr = memory_tokens(model, picks)
-        b = len(objects)
-        embed = frame.features.embed.expand(b, -1, -1, -1)
-        pos = frame.features.pos.expand(b, -1, -1, -1)
-        with autocast(model.device, self.precision):
-            out = model.attend_memory(embed, pos, memory, memory_pos, num_ptr)
-        return out.float()
+    def _select(self, obj, frame):
+        return obj.select(frame.index, self.num_maskmem, self.max_obj_ptrs)
 
     def _track(self, frame, objects):
         """Decode ``frame`` for tracked objects from their memories, batched by layout."""
@@ -265,26 +256,14 @@ class StreamingTracker:
         for obj in objects:
             if frame.index in obj.cond:
                 continue  # a prompted frame keeps its prompt's answer
-            spatial, pointers = obj.select(frame.index, self.num_maskmem, self.max_obj_ptrs)
+            spatial, pointers = self._select(obj, frame)
             groups[(len(spatial), len(pointers))].append(obj)
-        model = self.model
-        feats = frame.features
         for group in groups.values():
-            b = len(group)
-            pix = self._attend(group, frame)
-            high_res = [h.expand(b, -1, -1, -1) for h in feats.high_res]
-            out = model.predict_masks(pix, high_res, multimask=model.use_multimask(False, 0))
-            with autocast(model.device, self.precision):
-                memory, _ = model.encode_memory(feats.embed.expand(b, -1, -1, -1),
-                                                out.high_res_masks,
-                                                out.object_score_logits, binarize=False)
-            ious = _chosen_iou(out)
+            _, _, entry = step.tracked_step(self.model, frame.features,
+                                            [self._select(o, frame) for o in group],
+                                            self.precision, self.memory_dtype)
             for i, obj in enumerate(group):
-                obj.recent[frame.index] = MemoryEntry(
-                    obj_ptr=out.obj_ptr[i:i + 1].float(),
-                    score=out.object_score_logits[i:i + 1].float(),
-                    low_res=out.low_res_masks[i:i + 1].float(), iou=float(ious[i]),
-                    features=memory[i:i + 1].to(self.memory_dtype))
+                obj.recent[frame.index] = entry.row(i)
 
     def _encode_pending(self, except_frame=None):
         """Encode the memories of prompted frames that no click can change any more
@@ -294,18 +273,13 @@ class StreamingTracker:
             for t, entry in obj.cond.items():
                 if entry.pending and t != except_frame:
                     by_frame[t].append(entry)
-        model = self.model
         for t, entries in by_frame.items():
-            feats = self._ring_frame(t).features
-            low_res = torch.cat([e.low_res for e in entries])
-            high_res = F.interpolate(low_res, size=(model.image_size,) * 2, mode="bilinear",
-                                     align_corners=False)
-            scores = torch.cat([e.score for e in entries])
-            with autocast(model.device, self.precision):
-                memory, _ = model.encode_memory(feats.embed.expand(len(entries), -1, -1, -1),
-                                                high_res, scores, binarize=True)
+            memory = step.remember_prompt(
+                self.model, self._ring_frame(t).features,
+                torch.cat([e.low_res for e in entries]), torch.cat([e.score for e in entries]),
+                self.precision, self.memory_dtype)
             for i, entry in enumerate(entries):
-                entry.features = memory[i:i + 1].to(self.memory_dtype)
+                entry.features = memory[i:i + 1]
 
     def _prune(self):
         oldest = self._ring[0].index
@@ -313,16 +287,12 @@ class StreamingTracker:
             obj.prune(oldest, self.num_maskmem, self.max_obj_ptrs, self.max_cond_frames)
 
     def _result(self, obj, frame):
-        entry = obj.entry(frame.index)
+        return self._result_of(obj.obj_id, obj.entry(frame.index), frame)
+
+    def _result_of(self, obj_id, entry, frame):
         logits = upscale_logits(entry.low_res, frame.image_hw)[0, 0]
         logits = logits.cpu().numpy()
         score = float(entry.score)
-        return TrackResult(obj_id=obj.obj_id, frame=frame.index, stamp=frame.stamp,
+        return TrackResult(obj_id=obj_id, frame=frame.index, stamp=frame.stamp,
                            mask=logits > self.mask_threshold, logits=logits, score=score,
-                           visible=score > 0, iou=entry.iou)
-
-
-def _chosen_iou(out):
-    """IoU estimate of the mask the heads chose, per object."""
-    ious = out.ious.float()
-    return ious.max(dim=1).values.cpu().tolist()
+                           visible=score > 0, iou=float(entry.iou))

@@ -12,18 +12,18 @@ import torch
 from PIL import Image
 
 from sam_ros.model import build_sam2
-from sam_ros.training import evaluate, export_clips, train
-from sam_ros.training.labelled import (VOID_ID, davis_palette, find_sequences,
+from training import evaluate, export_clips, train
+from training.labelled import (VOID_ID, davis_palette, find_sequences,
                                        read_annotation, write_sequence)
-from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
+from training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+from training.samples import PHOTOS, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 
 @pytest.fixture(scope="module")
 def clip():
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     return SceneGenerator(find_photos(PHOTOS), size=96).clip(7, num_frames=3, num_targets=3)
 
 
@@ -102,8 +102,6 @@ def test_an_object_that_shows_later_is_scored_from_where_it_first_shows(tmp_path
     """YouTube-VOS's protocol: an object first showing on frame 3 is prompted there and
     scored on the frames after it, with memory and without, exactly as if its sequence
     began on frame 3 (its own memory, its own frames counted from its prompt)."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     clip = SceneGenerator(find_photos(PHOTOS), size=96).clip(8, num_frames=8, num_targets=2)
     masks = clip.masks[:, :2].copy()
     masks[:3, 1] = False  # object 2 shows from frame 3 on
@@ -155,8 +153,6 @@ def test_evaluate_scores_an_exported_dataset_as_the_generated_clips(tmp_path):
     """``export_clips --held-out`` writes evaluate's clips with the targets it prompts, so
     ``evaluate --dataset --scoring per-object`` must give exactly the figures of
     ``evaluate`` itself; by default it scores as DAVIS does, on one frame fewer."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     common = ["--videos", "2", "--frames", str(12)]
     export_clips.main([str(tmp_path / "set"), "--held-out", "--photos", str(PHOTOS), *common])
     evaluate.main(["--photos", str(PHOTOS), *common, "--json", str(tmp_path / "gen.json")])

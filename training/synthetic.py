@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .samples import PHOTOS as SAMPLE_PHOTOS
+
 TRAIN_SEED_LIMIT = 1_000_000_000
 PHOTOS_ENV = "SAM_ROS_PHOTOS"
-# <repo>/../shared/data/images; only right when sam_ros is imported from a checkout.
-CHECKOUT_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "images"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 MAX_TARGETS = 3  # targets a clip draws when not told how many
@@ -530,8 +530,8 @@ class SceneGenerator:
 
 def find_photos(photos=None):
     """Photo files for the generator: from ``photos``, else $SAM_ROS_PHOTOS, else the
-    checkout's shared data (which an install tree does not have, hence the error)."""
-    folder = Path(photos or os.environ.get(PHOTOS_ENV) or CHECKOUT_PHOTOS)
+    repository's sample photographs (``data/images``)."""
+    folder = Path(photos or os.environ.get(PHOTOS_ENV) or SAMPLE_PHOTOS)
     files = sorted(str(p) for p in folder.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in {folder}: "

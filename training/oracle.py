@@ -5,14 +5,10 @@ every floating-point parameter and buffer is then redrawn from a seeded generato
 path is hidden by a zero or constant initialisation (layer scales of 1e-6, zero embeddings).
 """
 
-import pathlib
-
 import numpy as np
 import torch
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-IMAGES = sorted((SHARED / "images").glob("*.jpg"))
-VIDEOS = sorted((SHARED / "videos").glob("*.mp4"))
+from .samples import IMAGES, VIDEOS
 
 CONFIG_FILES = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -64,10 +60,13 @@ def build_oracle(variant, image_size=None, seed=0, video=False, overrides=()):
 
 
 def read_image(path=None, size=None):
-    """An RGB uint8 image from shared/data/images, optionally resized with OpenCV."""
+    """An RGB uint8 sample image (``samples.IMAGES``), optionally resized with OpenCV."""
     import cv2
 
-    bgr = cv2.imread(str(path or IMAGES[0]), cv2.IMREAD_COLOR)
+    path = str(path or IMAGES[0])
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read sample image {path}")
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
     if size is not None:
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
@@ -75,7 +74,7 @@ def read_image(path=None, size=None):
 
 
 def read_video_frames(path=None, count=8, start=0, size=None):
-    """``count`` consecutive RGB uint8 frames from shared/data/videos."""
+    """``count`` consecutive RGB uint8 frames of a sample clip (``samples.VIDEOS``)."""
     import cv2
 
     cap = cv2.VideoCapture(str(path or VIDEOS[0]))
@@ -95,61 +94,34 @@ def read_video_frames(path=None, count=8, start=0, size=None):
     return frames
 
 
-def _install_torchvision_shim():
-    """Let the reference's image predictor import without torchvision.
+_TORCHVISION_OPS = None
 
-    torchvision cannot be installed beside this torch build. The reference only uses
-    ``ToTensor``, ``Resize`` and ``Normalize`` from it, on tensors; this shim reproduces
-    their documented tensor behaviour (ToTensor: HWC uint8 -> CHW float / 255; Resize on a
-    tensor: bilinear, antialias=True; Normalize: (x - mean) / std). The oracle's prompt
-    handling, decoding and post-processing then run as published.
+
+def import_torchvision():
+    """Import torchvision beside this CPU build of torch, for the oracles (tests only).
+
+    The installable torchvision is built against another torch: its compiled operators do
+    not load, and its Python side then fails on import, registering fake kernels for the
+    ``nms`` operators it cannot find. Defining those two schemas first lets it import; its
+    transforms (all the references use) work, ``torchvision.ops.nms`` does not.
     """
-    import sys
-    import types
-
+    global _TORCHVISION_OPS
     try:
-        import torchvision  # noqa: F401
-        return
-    except ImportError:
+        import torchvision
+        return torchvision
+    except RuntimeError:
         pass
-    from typing import List
-
-    import torch.nn.functional as F
-    from torch import nn
-
-    class ToTensor:
-        def __call__(self, image):
-            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
-
-    class Resize(nn.Module):
-        def __init__(self, size):
-            super().__init__()
-            self.size: List[int] = list(size)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x.unsqueeze(0), size=self.size, mode="bilinear",
-                                 align_corners=False, antialias=True).squeeze(0)
-
-    class Normalize(nn.Module):
-        def __init__(self, mean, std):
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
-            self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (x - self.mean) / self.std
-
-    package = types.ModuleType("torchvision")
-    transforms = types.ModuleType("torchvision.transforms")
-    transforms.ToTensor, transforms.Resize, transforms.Normalize = ToTensor, Resize, Normalize
-    package.transforms = transforms
-    sys.modules["torchvision"] = package
-    sys.modules["torchvision.transforms"] = transforms
+    if _TORCHVISION_OPS is None:
+        _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")
+        _TORCHVISION_OPS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import torchvision
+    return torchvision
 
 
 def oracle_image_predictor(oracle_model):
     """The reference ``SAM2ImagePredictor`` over an oracle model."""
-    _install_torchvision_shim()
+    import_torchvision()
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     return SAM2ImagePredictor(oracle_model)

@@ -1,6 +1,6 @@
 """The training recipe runs, learns and writes a checkpoint that loads like Meta's; the
 bundled model is the default. Quality on held-out video is the evaluation command's job
-(``python -m sam_ros.training.evaluate``), not a test: see the model card."""
+(``python -m training.evaluate``), not a test: see the model card."""
 
 import math
 import types
@@ -12,10 +12,10 @@ import torch
 
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
 from sam_ros.tracker import StreamingTracker
-from sam_ros.training import train
-from sam_ros.training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
+from training import train
+from training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+from training.samples import PHOTOS
 
 
 def training_options(*argv):

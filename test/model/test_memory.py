@@ -5,7 +5,7 @@ and the rotary encoding on its own."""
 import pytest
 import torch
 
-from oracle import build_oracle
+from training.oracle import build_oracle
 from sam_ros.model.common import PositionEmbeddingSine
 from sam_ros.model.memory import (CXBlock, Fuser, MaskDownSampler, MemoryAttention,
                                   MemoryAttentionLayer, MemoryEncoder, RoPEAttention,

@@ -57,7 +57,7 @@ from sam_ros.node import mask_stats, stamp_key
 from sam_ros.ros_image import array_to_image, image_to_array
 from sam_ros.srv import Segment
 from sam_ros.tools.prompt_client import call, change_state
-from sam_ros.training.metrics import region_similarity
+from training.metrics import region_similarity
 
 NAMESPACE = "/sam_ros_demo"  # the demo's node is /sam_ros_demo/sam_ros: no clash with others
 NODE = f"{NAMESPACE}/sam_ros"
@@ -84,14 +84,14 @@ class Scene:
         """The click for frame ``i``: the truth's most interior pixel, else the fixed one."""
         if self.truth is None:
             return self.click
-        from sam_ros.training.evaluate import interior_point  # imports torch: only here
+        from training.evaluate import interior_point  # imports torch: only here
         return tuple(float(v) for v in interior_point(self.truth[i]))
 
 
 def generated_scene(data, frames):
     """Held-out clip 0; its target 0 is fully visible on frame 0, then fully hidden for a
     few frames, then back."""
-    from sam_ros.training.synthetic import SceneGenerator, find_photos, test_seed
+    from training.synthetic import SceneGenerator, find_photos, test_seed
 
     generator = SceneGenerator(find_photos(os.path.join(data, "images")), size=GENERATED_SIZE)
     clip = generator.clip(test_seed(0), num_frames=frames, occlusion=True)

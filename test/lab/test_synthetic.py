@@ -7,11 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from sam_ros.training.synthetic import (APPEARANCES, TRAIN_SEED_LIMIT, Clip, SceneGenerator,
+from training.synthetic import (APPEARANCES, TRAIN_SEED_LIMIT, Clip, SceneGenerator,
                                         test_seed)
 
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
-PHOTOS = [IMAGES / name for name in ("cars.jpg", "groceries.jpg", "truck.jpg")]
+from training.samples import IMAGES as PHOTOS, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 
 @pytest.fixture(scope="module")

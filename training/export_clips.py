@@ -3,8 +3,8 @@ fine-tuning (``train --dataset``) and scoring (``evaluate --dataset``) end to en
 labelling footage of one's own, or to move the generator onto other backgrounds
 (``--photos``) and measure what fine-tuning on them buys.
 
-    python -m sam_ros.training.export_clips OUT --videos 100 --frames 32      # training seeds
-    python -m sam_ros.training.export_clips OUT --held-out                    # evaluate's clips
+    python -m training.export_clips OUT --videos 100 --frames 32      # training seeds
+    python -m training.export_clips OUT --held-out                    # evaluate's clips
 
 ``--held-out`` writes ``evaluate``'s own held-out clips (test seeds, a target hidden
 mid-clip) with only the targets it prompts, so ``evaluate --dataset OUT`` scores exactly
@@ -16,7 +16,7 @@ import argparse
 
 from .evaluate import DEFAULT_FRAMES, DEFAULT_VIDEOS, held_out_clips, prompted_targets
 from .labelled import write_sequence
-from .synthetic import CHECKOUT_PHOTOS, PHOTOS_ENV, TRAIN_SEED_LIMIT, SceneGenerator, find_photos
+from .synthetic import SAMPLE_PHOTOS, PHOTOS_ENV, TRAIN_SEED_LIMIT, SceneGenerator, find_photos
 
 
 def training_clips(generator, videos, frames, seed_offset=0):
@@ -44,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first clip: a training seed, or with --held-out a held-out index")
     parser.add_argument("--photos", help=f"folder of photographs for the generator (default: "
-                        f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+                        f"${PHOTOS_ENV}, else {SAMPLE_PHOTOS})")
     args = parser.parse_args(argv)
     if args.videos < 1 or args.seed_offset < 0:
         parser.error("need --videos >= 1 and --seed-offset >= 0")

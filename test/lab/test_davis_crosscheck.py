@@ -1,10 +1,9 @@
-"""``tools/davis_crosscheck.py`` end to end, against a stand-in for DAVIS 2017's toolkit
+"""``training/davis_crosscheck.py`` end to end, against a stand-in for DAVIS 2017's toolkit
 built on our own measures. The real toolkit is not ours to bundle (README says what the
 tool found with it), so this checks the tool's own part: the layout it writes for the
 toolkit, and which frames and objects it pairs. A stand-in that agrees with ``evaluate``
 must give zero gaps; one that disagrees must show them."""
 
-import importlib.util
 import re
 import sys
 import textwrap
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO.parent / "shared" / "data" / "images"
-pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"no shared photos at {PHOTOS}")
+from training.samples import PHOTOS, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 # The toolkit's interface as the tool uses it, on our measures; OFFSET shifts its F.
 STAND_IN = {
@@ -42,7 +41,7 @@ STAND_IN = {
         """,
     "evaluation.py": """
         import numpy as np
-        from sam_ros.training.metrics import contour_accuracy, region_similarity
+        from training.metrics import contour_accuracy, region_similarity
         OFFSET = 0.0
 
         class DAVISEvaluation:
@@ -66,11 +65,8 @@ STAND_IN = {
 
 @pytest.fixture
 def crosscheck():
-    spec = importlib.util.spec_from_file_location("davis_crosscheck",
-                                                  REPO / "tools" / "davis_crosscheck.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    from training import davis_crosscheck
+    yield davis_crosscheck
     for name in [n for n in sys.modules if n.split(".")[0] == "davis2017"]:
         del sys.modules[name]
 

@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 
 from sam_ros.model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2, save_checkpoint
-from sam_ros.training.evaluate import (
+from training.evaluate import (
     ClipScores, Setting, answer_clicks, appearance_table, by_appearance, clicks_table,
     compare_table, evaluate,
     frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table,
     paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory, summarize,
     time_table, track_clip_with_memory, worst_targets)
-from sam_ros.training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
-from sam_ros.training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
+from training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
+from training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+from training.samples import PHOTOS, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 SIZE = 256  # tolerance of F at this size: ceil(0.008 * 362) = 3 px
 
 
@@ -99,8 +101,6 @@ def test_missing_photos_are_a_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def clip():
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     return SceneGenerator(find_photos(PHOTOS), size=SIZE).clip(test_seed(0), num_frames=12,
                                                                 occlusion=True)
 
@@ -201,8 +201,6 @@ def test_the_lowest_scoring_targets_are_named():
 
 
 def test_two_checkpoints_are_scored_on_the_same_targets(tmp_path, model, capsys):
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     random_weights = tmp_path / "random.pt"
     save_checkpoint(model, random_weights)
 
@@ -262,8 +260,6 @@ def test_the_ceiling_prompts_every_shown_frame_from_its_own_ground_truth(clip, c
 
 
 def test_a_clip_with_nothing_fully_visible_scores_no_targets(model):
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     # held-out clip 30 without a planned occlusion: its one target is 72% visible on frame 0
     clip = SceneGenerator(find_photos(PHOTOS), size=SIZE).clip(test_seed(30), num_frames=3,
                                                                occlusion=False)
@@ -328,8 +324,6 @@ def test_box_and_mask_prompts_reach_their_targets(prompt):
     low-resolution logits (SAM 2 takes a mask prompt as the mask); a box is answered alike
     with memory and without (neither has a memory on frame 0), and the bundled model's
     answers lie mostly on their own targets (held-out clip 3: IoU 0.27 and 0.83)."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     # held-out clip 3 prompts two targets, 1 and 2: each must get its own prompt
     clip = SceneGenerator(find_photos(PHOTOS), size=SIZE).clip(test_seed(3), num_frames=3,
                                                                occlusion=False)
@@ -350,8 +344,6 @@ def test_davis_scoring_keeps_each_pixel_for_one_target_and_leaves_out_the_last_f
     """The bundled model's masks of two targets overlap on this clip (427 pixels); scored
     as DAVIS scores a label PNG, each pixel stays with one of them, nothing else moves, and
     the last frame is not scored."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"no photos at {PHOTOS}")
     model = build_sam2()
     clip = SceneGenerator(find_photos(PHOTOS)).clip(0, num_frames=8, num_targets=3)
     for run in (track_clip_with_memory, segment_clip_without_memory):

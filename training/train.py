@@ -13,8 +13,8 @@ object-score loss, and the sum is back-propagated through the whole clip.
 bundled one) whose config answers with its single mask. ``--dataset`` takes the clips from
 labelled video of one's own (DAVIS layout, ``labelled.py``) instead of the generator.
 
-    python -m sam_ros.training.train --out sam_ros_mini.pt --minutes 50
-    python -m sam_ros.training.train --init sam_ros_mini.pt --dataset my_videos --out tuned.pt
+    python -m training.train --out sam_ros_mini.pt --minutes 50
+    python -m training.train --init sam_ros_mini.pt --dataset my_videos --out tuned.pt
 
 The result is a checkpoint in Meta's layout (``{"model": state_dict}``) that
 ``build_sam2("auto", checkpoint=...)`` loads like an official one.
@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..model import build_sam2, save_checkpoint
-from ..model.sam2 import ImageFeatures
-from ..model.transforms import PIXEL_MEAN, PIXEL_STD
-from ..tracker.memory_bank import MemoryEntry, ObjectMemory, memory_tokens
-from ..tracker.streaming import PREV_LOGIT_LIMIT
+from sam_ros.model import build_sam2, save_checkpoint
+from sam_ros.model.sam2 import ImageFeatures
+from sam_ros.model.transforms import PIXEL_MEAN, PIXEL_STD
+from sam_ros.tracker import step
+from sam_ros.tracker.memory_bank import ObjectMemory
 from .labelled import find_sequences, masks_of, object_ids_in
-from .synthetic import (CHECKOUT_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
+from .synthetic import (SAMPLE_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
                         TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
 
 # SAM 2's loss weights: focal 20 (alpha 0.25), dice 1, IoU prediction 1, object score 1.
@@ -294,30 +294,6 @@ def prediction_loss(out, truth, present, pixel_loss="bce", hidden_weight=1.0,
 # ------------------------------------------------------------- one clip
 
 
-def decode_prompt(model, pix, high_res, points, labels, previous, initial):
-    """Decode a prompt on a frame, refining ``previous`` (an earlier decode there) if any,
-    exactly as the tracker does for clicks."""
-    mask_input = None
-    if previous is not None:
-        mask_input = previous.low_res.clamp(-PREV_LOGIT_LIMIT, PREV_LOGIT_LIMIT)
-        if previous.points is not None:
-            points = torch.cat([previous.points, points], dim=1)
-            labels = torch.cat([previous.labels, labels], dim=1)
-    out = model.predict_masks(pix, high_res, points, labels, mask_input=mask_input,
-                              multimask=model.use_multimask(initial, labels.shape[1]))
-    entry = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
-                        low_res=out.low_res_masks, iou=0.0, points=points, labels=labels,
-                        initial=initial, from_prompt=True)
-    return out, entry
-
-
-def encode_prompt_memory(model, embed, entry):
-    """A conditioning frame's memory: binarised mask, as the tracker encodes it."""
-    high_res = F.interpolate(entry.low_res, size=(model.image_size,) * 2, mode="bilinear",
-                             align_corners=False)
-    entry.features, _ = model.encode_memory(embed, high_res, entry.score, binarize=True)
-
-
 def encode_frames(model, images):
     """``model.encode_image`` over any number of images, ``ENCODE_CHUNK`` at a time."""
     parts = [model.encode_image(chunk) for chunk in images.split(ENCODE_CHUNK)]
@@ -384,26 +360,27 @@ def clip_loss(model, frames, targets, options, rng, generator):
         ious.append(iou)
         showing.append(torch.ones_like(iou, dtype=torch.bool))
 
+    def frame(f):
+        return ImageFeatures(embed[:, f], pos[:, f], [h[:, f] for h in high_res])
+
     # Frame 0: the prompt, maybe a corrective click, then its memory.
     kind = rng.choice(PROMPT_KINDS, p=PROMPT_ODDS)
-    frame_hr = [h[:, 0] for h in high_res]
+    first = frame(0)
     if kind == "mask":
-        out = model.mask_as_prediction(embed[:, 0], frame_hr, truth[:, 0, None].float())
-        entry = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
-                            low_res=out.low_res_masks, iou=1.0, initial=True, from_prompt=True)
+        out, entry = step.mask_step(model, first, truth[:, 0, None])
     else:
-        pix = model.without_memory(embed[:, 0])
+        pix = model.without_memory(first.embed)
         points, labels = first_prompt(kind, truth[:, 0], generator)
-        out, entry = decode_prompt(model, pix, frame_hr, points, labels, None, True)
+        out, entry = step.prompt_step(model, first, pix, points, labels)
         score(out, 0)
         if rng.random() < options.correct_odds:
             points, labels = corrective_clicks(out.high_res_masks[:, 0] > 0, truth[:, 0],
                                                generator)
-            out, entry = decode_prompt(model, pix, frame_hr, points, labels, entry, True)
+            out, entry = step.prompt_step(model, first, pix, points, labels, entry)
             score(out, 0)
     if t == 1:  # an image, not a clip: nothing will read a memory
         return mean_loss_and_iou(losses, ious, showing)
-    encode_prompt_memory(model, embed[:, 0], entry)
+    entry.features = step.remember_prompt(model, first, entry.low_res, entry.score)
     bank.set_prompt_entry(0, entry)
 
     # A later frame where every object is present may get a corrective click.
@@ -413,26 +390,18 @@ def clip_loss(model, frames, targets, options, rng, generator):
     cfg = model.config
     for f in range(1, t):
         picks = [bank.select(f, cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder)]
-        memory, memory_pos, num_ptr = memory_tokens(model, picks)
-        pix = model.attend_memory(embed[:, f], pos[:, f], memory, memory_pos, num_ptr)
-        frame_hr = [h[:, f] for h in high_res]
-        out = model.predict_masks(pix, frame_hr, multimask=model.use_multimask(False, 0))
+        pix, out, entry = step.tracked_step(model, frame(f), picks, remember=f != corrected)
         score(out, f)
         if f == corrected:
-            tracked = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
-                                  low_res=out.low_res_masks, iou=0.0)
             points, labels = corrective_clicks(out.high_res_masks[:, 0] > 0, truth[:, f],
                                                generator)
-            out, entry = decode_prompt(model, pix, frame_hr, points, labels, tracked, False)
+            out, entry = step.prompt_step(model, frame(f), pix, points, labels, entry,
+                                          initial=False)
             score(out, f)
-            encode_prompt_memory(model, embed[:, f], entry)
+            entry.features = step.remember_prompt(model, frame(f), entry.low_res, entry.score)
             bank.set_prompt_entry(f, entry)
         else:
-            memory_features, _ = model.encode_memory(embed[:, f], out.high_res_masks,
-                                                     out.object_score_logits, binarize=False)
-            bank.recent[f] = MemoryEntry(obj_ptr=out.obj_ptr, score=out.object_score_logits,
-                                         low_res=out.low_res_masks, iou=0.0,
-                                         features=memory_features)
+            bank.recent[f] = entry
     return mean_loss_and_iou(losses, ious, showing)
 
 
@@ -603,9 +572,9 @@ def parse_args(argv=None):
     parser.add_argument("--variant", default="sam_ros_mini")
     parser.add_argument("--init", help="checkpoint to start from instead of a fresh model")
     parser.add_argument("--photos", help=f"folder of photographs for backgrounds and "
-                        f"textures (default: ${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+                        f"textures (default: ${PHOTOS_ENV}, else {SAMPLE_PHOTOS})")
     parser.add_argument("--dataset", help="train on labelled video in the DAVIS layout "
-                        "(sam_ros.training.labelled) instead of generated clips: fine-tuning "
+                        "(training.labelled) instead of generated clips: fine-tuning "
                         "on one's own footage, usually with --init")
     parser.add_argument("--dataset-odds", type=float, default=1.0,
                         help="with --dataset: share of clips taken from it; the rest are "

@@ -19,12 +19,12 @@ frame it shows on (YouTube-VOS's protocol) and scored on the frames after it as 
 evaluation scores a benchmark's one label PNG per frame: each pixel kept for one object,
 the last frame left out (``--scoring``, ``SCORINGS``).
 
-    python -m sam_ros.training.evaluate                 # bundled model, 60 videos x 40 frames
-    python -m sam_ros.training.evaluate --compare       # faster paths vs float32
-    python -m sam_ros.training.evaluate --json scores.json
-    python -m sam_ros.training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
-    python -m sam_ros.training.evaluate --checkpoint mine.pt --against other.pt  # paired
-    python -m sam_ros.training.evaluate --ceiling       # + the score of perfect tracking
+    python -m training.evaluate                 # bundled model, 60 videos x 40 frames
+    python -m training.evaluate --compare       # faster paths vs float32
+    python -m training.evaluate --json scores.json
+    python -m training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
+    python -m training.evaluate --checkpoint mine.pt --against other.pt  # paired
+    python -m training.evaluate --ceiling       # + the score of perfect tracking
 
 The result is a Markdown table on stdout, ready for a model card.
 """
@@ -41,15 +41,16 @@ import cv2
 import numpy as np
 import torch
 
-from ..model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
-from ..model.common import autocast
-from ..model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
-from ..model.transforms import preprocess
-from ..tracker import StreamingTracker, claimed_by
+from sam_ros.masks import interior_point
+from sam_ros.model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2
+from sam_ros.model.common import autocast
+from sam_ros.model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
+from sam_ros.model.transforms import preprocess
+from sam_ros.tracker import StreamingTracker, claimed_by
 from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
                       error_kind, region_similarity)
 from .labelled import find_sequences
-from .synthetic import (APPEARANCES, CHECKOUT_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV,
+from .synthetic import (APPEARANCES, SAMPLE_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV,
                         SceneGenerator, find_photos, test_seed)
 
 # A target is prompted when at least this much of it shows on the first frame.
@@ -118,15 +119,6 @@ class ClipScores:
     def __post_init__(self):
         if self.scored is None:
             self.scored = np.ones(self.J.shape, bool)
-
-
-def interior_point(mask):
-    """``[x, y]`` of the mask pixel farthest from its boundary (the image edge counts as
-    boundary): the click a person would give, and deterministic."""
-    padded = np.pad(np.asarray(mask, np.uint8), 1)
-    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    y, x = np.unravel_index(np.argmax(distance), distance.shape)
-    return [int(x), int(y)]
 
 
 def prompted_targets(clip, first_appearance=False):
@@ -665,7 +657,7 @@ def parse_args(argv=None):
                         help="model to score (default: the bundled sam_ros_mini)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--photos", help=f"folder of photographs for the generator (default: "
-                        f"${PHOTOS_ENV}, else {CHECKOUT_PHOTOS})")
+                        f"${PHOTOS_ENV}, else {SAMPLE_PHOTOS})")
     # 20 clips (30 targets) proved too few to rank checkpoints: two of them swapped
     # places between test clips 0-19 and 20-59 (model card); 60 give a J&F standard error
     # of about 0.02 (0.024 for the bundled model with memory)
@@ -676,7 +668,7 @@ def parse_args(argv=None):
                         help=f"frames per clip (default {DEFAULT_FRAMES}; with --dataset: the "
                              "first N annotated frames, default all)")
     parser.add_argument("--dataset", help="score on labelled video in the DAVIS layout "
-                        "(sam_ros.training.labelled) instead of generated clips")
+                        "(training.labelled) instead of generated clips")
     parser.add_argument("--prompt", choices=PROMPTS, default="click",
                         help="each target's prompt, on frame 0 (with --dataset: on the "
                              "first frame it shows on): one click on its most interior pixel, "

@@ -7,14 +7,7 @@ import math
 import cv2
 import numpy as np
 
-
-def region_similarity(pred, gt):
-    """J: intersection over union of two H x W masks; 1.0 when both are empty."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    union = np.count_nonzero(pred | gt)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(pred & gt) / union
+from sam_ros.masks import mask_iou as region_similarity  # J is the masks' IoU
 
 
 def boundary_map(mask):

@@ -18,15 +18,16 @@ import torch
 
 from sam_ros.model import build_sam2
 from sam_ros.tools import segment_image
-from sam_ros.training.evaluate import (answer_clicks, held_out_clips, score_clip,
+from training.evaluate import (answer_clicks, held_out_clips, score_clip,
                                        segment_clip_without_memory, summarize, target_prompts,
                                        track_clip_with_memory)
-from sam_ros.training.metrics import region_similarity
-from sam_ros.training.synthetic import SceneGenerator, find_photos
-from sam_ros.training.train import init_for_training
+from training.metrics import region_similarity
+from training.synthetic import SceneGenerator, find_photos
+from training.train import init_for_training
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
-pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"no shared photos at {PHOTOS}")
+from training.samples import PHOTOS, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 CLICK_CLIPS = 12  # held-out first frames clicked on
 CLICK_IOU_FLOOR = 0.60  # mean IoU of the model's answer to one interior click
