@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from common import describe_machine, sync, timed
-from training.oracle import IMAGES, VIDEOS, build_oracle, copy_weights, oracle_image_predictor, read_image, read_video_frames
+from lab.oracle import (
+    IMAGES,
+    VIDEOS,
+    build_oracle,
+    copy_weights,
+    oracle_image_predictor,
+    read_image,
+    read_video_frames,
+)
 from sam_ros.model import SAM2, SamImagePredictor, get_config
 from sam_ros.model.transforms import preprocess
 
@@ -39,9 +47,11 @@ def main():
     device = args.device
 
     oracle = build_oracle(args.variant, image_size=args.image_size).to(device)
-    model = copy_weights(oracle, SAM2(get_config(args.variant, image_size=args.image_size))).to(device)
+    config = get_config(args.variant, image_size=args.image_size)
+    model = copy_weights(oracle, SAM2(config)).to(device)
     frames = frames_for_bench(args.frames)
-    print(f"{args.variant} at {args.image_size}, {len(frames)} real frames, {describe_machine(device)}")
+    print(f"{args.variant} at {args.image_size}, {len(frames)} real frames, "
+          f"{describe_machine(device)}")
 
     def encoder_time(encode):
         total = 0.0
@@ -94,7 +104,8 @@ def main():
             if mask.any():
                 worst = min(worst, float(same.mean()))
 
-    print(f"{'step':<28}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}{'bf16 x':>9}")
+    print(f"{'step':<28}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}"
+          f"{'bf16 x':>9}")
     for name, ref, f32, bf16 in [("image encoder (s/frame)", t_ref, t_f32, t_bf16),
                                  ("prompt to mask (s/prompt)", d_ref, d_f32, d_bf16)]:
         print(f"{name:<28}{ref:>11.4f}{f32:>11.4f}{bf16:>11.4f}{ref / f32:>9.2f}{ref / bf16:>9.2f}")

@@ -1,14 +1,15 @@
 """Node overhead per frame and end-to-end latency, over real rclpy / DDS.
 
     bash tools/setup_ros.sh && source tools/ros_env.sh
-    python -P bench/bench_node.py                     # 640x480 and 1280x720, 3 objects
-    python -P bench/bench_node.py --frames 50 --objects 5
+    python bench/bench_node.py                     # 640x480 and 1280x720, 3 objects
+    python bench/bench_node.py --frames 50 --objects 5
 
 1. Overhead: the node runs with the tracker replaced by a stub that returns precomputed
    masks instantly, so everything the node does per frame except the model is timed:
    conversion of the incoming bgr8 image to RGB, tracks (bbox, centroid, area), the mono16
    label image and the overlay with their messages, publishing. Timed inside the worker
-   (`_process`), with a subscriber on each output (so masks and overlay are really built),
+   (the frame worker's ``process``), with a subscriber on each output (so masks and overlay
+   are really built),
    and without subscribers to masks/overlay (tracks only). Also per part, in process.
    End-to-end latency with the stub = publish -> tracks received by another node in this
    process (DDS transport, deserialisation, the callback and the worker hand-off included).
@@ -24,28 +25,25 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+import numpy as np
+import rclpy
+import torch
+from builtin_interfaces.msg import Time
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-import torch  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from sam_ros import ros_image  # noqa: E402
-from sam_ros.model import SAM2, get_config, save_checkpoint  # noqa: E402
-from sam_ros.msg import ObjectTrackArray  # noqa: E402
-from sam_ros.srv import Segment  # noqa: E402
-from sam_ros.msg import ObjectTrack  # noqa: E402
-from sam_ros.drawing import overlay_image  # noqa: E402
-from sam_ros.node import SamRosNode, label_image, mask_stats  # noqa: E402
-from sam_ros.tracker import TrackResult  # noqa: E402
-
+from common import sample_frame
+from sam_ros.drawing import overlay_image
+from sam_ros.masks import mask_stats
+from sam_ros.model import SAM2, get_config, save_checkpoint
+from sam_ros.msg import ObjectTrack, ObjectTrackArray
+from sam_ros.ros import conversions
+from sam_ros.ros.node import SamRosNode
+from sam_ros.srv import Segment
+from sam_ros.tracker import TrackResult, label_image
 
 SUBSCRIBER = """
 import rclpy
@@ -81,14 +79,6 @@ class StubTracker:
         return self.results
 
 
-def frame(h, w):
-    import cv2
-    img = cv2.imread("/work/shared/data/images/truck.jpg")
-    if img is None:
-        return np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
-    return cv2.resize(img, (w, h))  # BGR
-
-
 def median_ms(xs):
     return statistics.median(xs) * 1e3 if xs else float("nan")
 
@@ -110,15 +100,16 @@ class Bench:
         self.cli.create_subscription(ObjectTrackArray, "/sam_ros/tracks", self._on_tracks, 50)
         self.extra_subs = []
         self.process_times = []
-        orig = self.node._process
+        worker = self.node.worker
+        untimed = worker.process
 
         def timed(msg, received):
             t = time.perf_counter()
-            orig(msg, received)
+            untimed(msg, received)
             self.process_times.append(time.perf_counter() - t)
-        self.node._process = timed
+        worker.process = timed
         self.node.trigger_configure()
-        assert self.node.model is not None, "configure failed"
+        assert self.node.session is not None, "configure failed"
         self.node.trigger_activate()
         self.seq = 0
 
@@ -139,8 +130,8 @@ class Bench:
             self.extra_subs = [subprocess.Popen([sys.executable, "-P", "-c", SUBSCRIBER])]
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not (
-                    self.node._pubs["masks"].get_subscription_count()
-                    and self.node._pubs["overlay"].get_subscription_count()):
+                    self.node.outputs.masks.get_subscription_count()
+                    and self.node.outputs.overlay.get_subscription_count()):
                 time.sleep(0.1)
         time.sleep(1.0)  # discovery
 
@@ -149,7 +140,7 @@ class Bench:
         self.process_times.clear()
         for _ in range(n):
             self.seq += 1
-            msg = ros_image.array_to_image(bgr, "bgr8",
+            msg = conversions.array_to_image(bgr, "bgr8",
                                            Header(stamp=Time(sec=self.seq), frame_id="cam"))
             self.sent[(self.seq, 0)] = time.perf_counter()
             self.pub.publish(msg)
@@ -168,8 +159,8 @@ def parts(bgr, objects, repeats=30):
     """Per-part timings in process (ms, median)."""
     h, w = bgr.shape[:2]
     stub = StubTracker(h, w, objects)
-    msg = ros_image.array_to_image(bgr, "bgr8", Header(frame_id="cam"))
-    rgb = ros_image.image_to_rgb(msg)
+    msg = conversions.array_to_image(bgr, "bgr8", Header(frame_id="cam"))
+    rgb = conversions.image_to_rgb(msg)
     tracks = []
     for i, r in stub.results.items():
         area, bbox, c = mask_stats(r.mask)
@@ -177,12 +168,12 @@ def parts(bgr, objects, repeats=30):
     labels = label_image((h, w), stub.results)
 
     out = {}
-    for name, fn in [("convert bgr8->rgb", lambda: ros_image.image_to_rgb(msg)),
+    for name, fn in [("convert bgr8->rgb", lambda: conversions.image_to_rgb(msg)),
                      (f"tracks ({objects} objects)",
                       lambda: [mask_stats(r.mask) for r in stub.results.values()]),
-                     ("label image + msg", lambda: ros_image.array_to_image(
+                     ("label image + msg", lambda: conversions.array_to_image(
                          label_image((h, w), stub.results), "mono16")),
-                     ("overlay + msg", lambda: ros_image.array_to_image(
+                     ("overlay + msg", lambda: conversions.array_to_image(
                          overlay_image(rgb, labels, tracks), "rgb8"))]:
         times = []
         for _ in range(repeats):
@@ -210,15 +201,16 @@ def main():
     print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"rmw {os.environ.get('RMW_IMPLEMENTATION', 'default (fastrtps)')}")
     b = Bench(ckpt, args.image_size, args.device)
+    session = b.node.session
     try:
-        real_tracker = b.node.tracker
+        real_tracker = session.tracker
         for w, h in ((640, 480), (1280, 720)):
-            bgr = frame(h, w)
+            bgr = sample_frame(h, w)
             print(f"\n{w}x{h} bgr8, {args.objects} objects, stub model:")
             for name, ms in parts(bgr, args.objects).items():
                 print(f"  {name:28s} {ms:7.2f} ms")
-            with b.node._lock:
-                b.node.tracker = StubTracker(h, w, args.objects)
+            with session.lock:
+                session.tracker = StubTracker(h, w, args.objects)
             for outputs in (False, True):
                 b.subscribe_outputs(outputs)
                 proc, lat, n = b.run(bgr, args.frames, args.hz)
@@ -226,13 +218,12 @@ def main():
                 print(f"  node overhead per frame ({what:24s}) {proc:7.2f} ms  "
                       f"| publish -> tracks {lat:7.2f} ms (median of {n})")
         b.subscribe_outputs(False)
-        with b.node._lock:
-            b.node.tracker = real_tracker
+        with session.lock:
+            session.tracker = real_tracker
         for w, h in ((640, 480), (1280, 720)):
-            bgr = frame(h, w)
+            bgr = sample_frame(h, w)
             b.run(bgr, 2, 1.0)  # warm-up
-            with b.node._lock:
-                b.node.tracker.reset()
+            session.reset()
             res = b.node._on_segment(Segment.Request(points=[w / 2, h / 2], labels=[1]),
                                      Segment.Response())
             assert res.success, res.message

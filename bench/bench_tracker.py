@@ -20,8 +20,14 @@ import numpy as np
 import torch
 
 from common import describe_machine, sync
-from training.oracle import (VIDEOS, build_oracle, copy_weights, oracle_video_state, randomize_,
-                    read_video_frames)
+from lab.oracle import (
+    VIDEOS,
+    build_oracle,
+    copy_weights,
+    oracle_video_state,
+    randomize_,
+    read_video_frames,
+)
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker
 
@@ -29,7 +35,8 @@ from sam_ros.tracker import StreamingTracker
 def prompts(frame, count):
     h, w = frame.shape[:2]
     clicks = [(0.45, 0.55), (0.25, 0.3), (0.7, 0.35)]
-    return [(i + 1, dict(points=[[w * x, h * y]], labels=[1])) for i, (x, y) in enumerate(clicks[:count])]
+    return [(i + 1, dict(points=[[w * x, h * y]], labels=[1]))
+            for i, (x, y) in enumerate(clicks[:count])]
 
 
 MODULES = {"image_encoder": "encoder", "memory_attention": "memory attention",
@@ -118,7 +125,8 @@ def main():
     print(f"{args.variant} at {args.image_size}, {frames[0].shape[1]}x{frames[0].shape[0]} "
           f"real frames, mean of the last {args.timed} of {args.frames - 1} tracked frames, "
           f"{describe_machine(args.device)}")
-    print(f"{'objects':<9}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}{'bf16 x':>9}")
+    print(f"{'objects':<9}{'reference':>11}{'ours fp32':>11}{'ours bf16':>11}{'fp32 x':>9}"
+          f"{'bf16 x':>9}")
     rows, shares = {}, []
     with torch.inference_mode():
         for count in (1, 3):
@@ -129,7 +137,8 @@ def main():
                 for precision in ("float32", "bfloat16"))
             rows[count] = (ref, f32, bf16)
             shares += [(count, "fp32", f32, f32_parts), (count, "bf16", bf16, bf16_parts)]
-            print(f"{count:<9}{ref:>11.3f}{f32:>11.3f}{bf16:>11.3f}{ref / f32:>9.2f}{ref / bf16:>9.2f}")
+            print(f"{count:<9}{ref:>11.3f}{f32:>11.3f}{bf16:>11.3f}{ref / f32:>9.2f}"
+                  f"{ref / bf16:>9.2f}")
     print("(seconds per frame; x = reference / ours, above 1 means ours is faster)")
     for i, name in ((0, "reference"), (1, "ours fp32"), (2, "ours bf16")):
         print(f"three objects / one object, {name}: {rows[3][i] / rows[1][i]:.2f}")

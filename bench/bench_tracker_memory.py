@@ -17,8 +17,8 @@ import warnings
 import cv2
 import torch
 
-import common  # noqa: F401  (puts the repository and the oracle helpers on sys.path)
-from training.oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
+from common import describe_machine
+from lab.oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker
 
@@ -32,7 +32,7 @@ def rss_mib():
 
 
 def stream(count, width):
-    source = read_video_frames(VIDEOS[0], count=200, start=0)
+    source = read_video_frames(VIDEOS[0], count=120, start=0)
     height = width * source[0].shape[0] // source[0].shape[1]
     small = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in source]
     # play forwards then backwards, so that the motion stays continuous
@@ -54,7 +54,8 @@ def main():
     checkpoints = sorted({min(100, args.frames), args.frames})
     oracle = build_oracle("sam2.1_hiera_t", image_size=args.image_size, video=True)
     model = copy_weights(oracle, SAM2(get_config("sam2.1_hiera_t", image_size=args.image_size)))
-    print(f"{args.frames} frames of {w}x{h}, image_size {args.image_size}, {args.objects} objects")
+    print(f"{args.frames} frames of {w}x{h}, image_size {args.image_size}, {args.objects} "
+          f"objects, {describe_machine('cpu')}")
 
     with torch.inference_mode():
         gc.collect()

@@ -21,9 +21,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common import describe_machine, sync
+from lab import train
 from sam_ros.model import build_sam2
-from training import train
-
 
 # Operators whose result sizes or values the host needs: on a GPU each waits for the device.
 HOST_READS = ("aten::nonzero", "aten::is_nonzero", "aten::masked_select")

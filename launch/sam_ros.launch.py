@@ -14,8 +14,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction,
-                            RegisterEventHandler)
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch_ros.actions import LifecycleNode
 from launch_ros.event_handlers import OnStateTransition
@@ -24,7 +23,9 @@ from lifecycle_msgs.msg import Transition
 
 
 def _setup(context):
-    arg = lambda name: context.launch_configurations[name]  # noqa: E731
+    def arg(name):
+        return context.launch_configurations[name]
+
     image = arg("image")
     parameters = [arg("params_file")]
     overrides = {k: arg(k) for k in ("checkpoint", "device") if arg(k)}

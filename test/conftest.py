@@ -1,9 +1,9 @@
 """Fixtures shared by the test modules, and the lab on the import path.
 
 The tests run against the built package (``python -P``: the source tree is not on sys.path, so
-``sam_ros`` comes from the installed workspace). The lab (``training``, which holds the
+``sam_ros`` comes from the installed workspace). The lab (``lab``, which holds the
 reference oracles) is not installed: the repository root is appended, after the installed
-package, so that ``import training`` works and ``import sam_ros`` still finds the build.
+package, so that ``import lab`` works and ``import sam_ros`` still finds the build.
 """
 
 import pathlib

@@ -9,7 +9,6 @@ from .configs import VARIANTS, Sam2Config, get_config
 from .predictor import SamImagePredictor
 from .sam2 import SAM2
 
-
 # The small SAM 2 trained here on generated video (model card beside it): the default.
 BUNDLED_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                                   "sam_ros_mini.pt")

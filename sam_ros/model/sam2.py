@@ -17,8 +17,15 @@ from .common import MLP, PositionEmbeddingSine, sine_frequencies
 from .configs import Sam2Config
 from .image_encoder import FpnNeck, Hiera, ImageEncoder
 from .mask_decoder import MaskDecoder, TwoWayTransformer
-from .memory import (CXBlock, Fuser, MaskDownSampler, MemoryAttention, MemoryAttentionLayer,
-                     MemoryEncoder, RoPEAttention)
+from .memory import (
+    CXBlock,
+    Fuser,
+    MaskDownSampler,
+    MemoryAttention,
+    MemoryAttentionLayer,
+    MemoryEncoder,
+    RoPEAttention,
+)
 from .prompt_encoder import PromptEncoder
 
 # Logit written into the masks of an object judged absent (as in the reference).

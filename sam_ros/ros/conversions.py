@@ -1,4 +1,4 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge.
+"""Messages <-> numpy: sensor_msgs/Image and CompressedImage without cv_bridge, and stamps.
 
 The PyPI ``cv-bridge`` is an old ROS 1 port broken on numpy 2, so this module converts by
 itself: rgb8, bgr8, rgba8, bgra8, mono8 (and mono16, 16UC1, 8UC1, 8UC3 as the obvious
@@ -12,6 +12,7 @@ and created lazily).
 """
 
 import array
+import importlib
 
 import numpy as np
 
@@ -35,9 +36,19 @@ class UnsupportedEncoding(ValueError):
     """The image's encoding (or layout) cannot be converted."""
 
 
+def stamp_key(stamp):
+    """A header stamp as a hashable ``(sec, nanosec)``, the key frames are known by."""
+    return (int(stamp.sec), int(stamp.nanosec))
+
+
+def stamp_text(stamp):
+    """A stamp as ``sec.nanosec``, as people type it."""
+    return f"{int(stamp.sec)}.{int(stamp.nanosec):09d}"
+
+
 def have_cv_bridge():
     try:
-        import cv_bridge  # noqa: F401
+        importlib.import_module("cv_bridge")
         return True
     except Exception:  # the PyPI one fails on import/usage with numpy 2
         return False
@@ -57,7 +68,8 @@ def image_to_array(msg):
     if h == 0 or w == 0:
         raise UnsupportedEncoding(f"empty image ({w}x{h})")
     if step < row:
-        raise UnsupportedEncoding(f"step {step} is smaller than a row of {w} {enc} pixels ({row} bytes)")
+        raise UnsupportedEncoding(f"step {step} is smaller than a row of {w} {enc} pixels "
+                                  f"({row} bytes)")
     flat = _as_bytes(msg.data)
     if flat.size < step * (h - 1) + row:
         raise UnsupportedEncoding(f"data holds {flat.size} bytes, a {w}x{h} {enc} image with "

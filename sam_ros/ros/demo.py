@@ -1,7 +1,7 @@
 """End to end: the sam_ros node tracks an object in a played-back camera stream, and is scored.
 
     bash tools/demo.sh                                   # set-up and build included
-    python -P -m sam_ros.tools.demo --out out/demo       # in the sourced workspace
+    python -P -m sam_ros.ros.demo --out out/demo         # in the sourced workspace
         [--checkpoint sam2.pt] [--fps 10] [--frames 60] [--scenes generated,real]
 
 The installed `sam_ros_node` executable runs in a process of its own (what `ros2 run` starts:
@@ -15,11 +15,12 @@ on the frame it was meant for, however slow the machine); then it plays in real 
 --fps and the node keeps up with it or drops frames.
 
 Scenes:
-  generated  a held-out clip of the synthetic video the bundled model is trained on: its
-             target is hidden for a few frames (behind a slab or out of the picture); the
-             click is the target's most interior pixel, and every label image that comes
-             back is scored against the ground truth of its frame.
-  real       the first frames of shared/data/videos/01_dog.mp4, the click on the dog.
+  generated  a held-out clip of the synthetic video the bundled model is trained on (rendered
+             once by the lab into data/demo/): its target is hidden for a few frames
+             (behind a slab or out of the picture); the click is the target's most interior
+             pixel, and every label image that comes back is scored against the ground
+             truth of its frame.
+  real       the first frames of data/videos/01_dog.mp4, the click on the dog.
 
 Writes <scene>.png (a contact sheet of overlay frames), figures.json and node.log to --out,
 and prints a summary. Exit status 1 when the node fails to configure or a scene gets no
@@ -52,22 +53,22 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from sam_ros.drawing import contact_sheet, overlay_image
+from sam_ros.masks import interior_point, mask_iou, mask_stats
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
-from sam_ros.node import mask_stats, stamp_key
-from sam_ros.ros_image import array_to_image, image_to_array
 from sam_ros.srv import Segment
-from sam_ros.tools.prompt_client import call, change_state
-from training.metrics import region_similarity
+
+from .conversions import array_to_image, image_to_array, stamp_key
+from .prompt_client import call, change_state
 
 NAMESPACE = "/sam_ros_demo"  # the demo's node is /sam_ros_demo/sam_ros: no clash with others
 NODE = f"{NAMESPACE}/sam_ros"
 CAMERA = f"{NAMESPACE}/camera/image_raw"
 FRAME_ID = "demo_camera"
 VIDEO = "videos/01_dog.mp4"
+GENERATED = "demo/generated"  # .mp4 and .npz, written by lab/demo_scene.py
 VIDEO_WIDTH = 640
 # On the first frame of 01_dog.mp4 at 640 x 360: the dog's back, behind the harness.
 DOG_CLICK = (300.0, 218.0)
-GENERATED_SIZE = 256  # sam_ros_mini's input size
 SHEET_TILES = 12
 TIMEOUT = 120.0  # node start-up and model loading on a busy CPU
 
@@ -84,37 +85,41 @@ class Scene:
         """The click for frame ``i``: the truth's most interior pixel, else the fixed one."""
         if self.truth is None:
             return self.click
-        from training.evaluate import interior_point  # imports torch: only here
         return tuple(float(v) for v in interior_point(self.truth[i]))
 
 
-def generated_scene(data, frames):
-    """Held-out clip 0; its target 0 is fully visible on frame 0, then fully hidden for a
-    few frames, then back."""
-    from training.synthetic import SceneGenerator, find_photos, test_seed
-
-    generator = SceneGenerator(find_photos(os.path.join(data, "images")), size=GENERATED_SIZE)
-    clip = generator.clip(test_seed(0), num_frames=frames, occlusion=True)
-    return Scene("generated", clip.frames, truth=clip.masks[:, 0],
-                 hidden=clip.visibility[:, 0] == 0)
-
-
-def real_scene(data, frames):
-    path = os.path.join(data, VIDEO)
+def read_video(path, frames, width=None):
+    """Up to ``frames`` RGB frames of a video file, scaled to ``width`` if given."""
     cap = cv2.VideoCapture(path)
     rgb = []
     while len(rgb) < frames:
         ok, bgr = cap.read()
         if not ok:
             break
-        h, w = bgr.shape[:2]
-        bgr = cv2.resize(bgr, (VIDEO_WIDTH, round(h * VIDEO_WIDTH / w)),
-                         interpolation=cv2.INTER_AREA)
+        if width is not None:
+            h, w = bgr.shape[:2]
+            bgr = cv2.resize(bgr, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
         rgb.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     cap.release()
     if not rgb:
-        raise SystemExit(f"cannot read {path} (see --data)")
-    return Scene("real", np.stack(rgb), click=DOG_CLICK)
+        raise SystemExit(f"cannot read the demo's video {path}: give the folder that holds "
+                         f"{VIDEO} and {GENERATED}.mp4 with --data")
+    return np.stack(rgb)
+
+
+def generated_scene(data, frames):
+    """Held-out clip 0 of the lab's generator: its target is fully visible on frame 0, then
+    fully hidden for a few frames, then back."""
+    rgb = read_video(os.path.join(data, GENERATED + ".mp4"), frames)
+    with np.load(os.path.join(data, GENERATED + ".npz")) as f:
+        truth = np.unpackbits(f["truth"], axis=-1, count=rgb.shape[2]).astype(bool)
+        hidden = f["hidden"]
+    return Scene("generated", rgb, truth=truth[:len(rgb)], hidden=hidden[:len(rgb)])
+
+
+def real_scene(data, frames):
+    return Scene("real", read_video(os.path.join(data, VIDEO), frames, VIDEO_WIDTH),
+                 click=DOG_CLICK)
 
 
 def wait_for(predicate, timeout):
@@ -308,7 +313,7 @@ def figures(scene, run, demo, fps):
     scores = {}
     if scene.truth is not None and tracked:
         hidden = [o.visible for i, _, o in tracked if scene.hidden[i]]
-        scores = {i: region_similarity(labels[k] == obj_id, scene.truth[i])
+        scores = {i: mask_iou(labels[k] == obj_id, scene.truth[i])
                   for i, k, _ in tracked if k in labels}
         shown = [j for i, j in scores.items() if not scene.hidden[i]]
         fig.update(scored_frames=len(scores),
@@ -401,9 +406,12 @@ def parse_args(argv):
     ap.add_argument("--scenes", default="generated,real",
                     type=lambda t: [s for s in t.split(",") if s],
                     help="comma-separated, from: generated, real")
-    ap.add_argument("--data", default="../shared/data",
-                    help="the shared data folder, with images/ and videos/")
+    ap.add_argument("--data", default=None,
+                    help=f"folder with {VIDEO} and {GENERATED}.mp4/.npz (default: the "
+                         f"installed package's share/sam_ros/data)")
     args = ap.parse_args(argv)
+    if args.data is None:
+        args.data = os.path.join(get_package_share_directory("sam_ros"), "data")
     if not args.scenes or set(args.scenes) - {"generated", "real"}:
         ap.error(f"--scenes takes generated and/or real, got {args.scenes}")
     return args

@@ -1,10 +1,10 @@
 """Talk to a running sam_ros node without ros2cli: prompts, remove, reset, lifecycle.
 
-    python -m sam_ros.tools.prompt_client segment --point 320,240 --point 40,60,0 --out mask.png
-    python -m sam_ros.tools.prompt_client segment --box 100,80,400,300 --id 2
-    python -m sam_ros.tools.prompt_client remove 2
-    python -m sam_ros.tools.prompt_client reset
-    python -m sam_ros.tools.prompt_client configure      # also: activate, deactivate,
+    python -m sam_ros.ros.prompt_client segment --point 320,240 --point 40,60,0 --out mask.png
+    python -m sam_ros.ros.prompt_client segment --box 100,80,400,300 --id 2
+    python -m sam_ros.ros.prompt_client remove 2
+    python -m sam_ros.ros.prompt_client reset
+    python -m sam_ros.ros.prompt_client configure      # also: activate, deactivate,
                                                          # cleanup, shutdown, state
 (`ros2 run sam_ros sam_ros_prompt ...` runs the same.) A point is x,y (pixels of the camera
 image) with an optional label: 1 foreground (default), 0 background. Exit status 0 on
@@ -127,7 +127,7 @@ def main(argv=None):
             if args.out:
                 import cv2
 
-                from sam_ros.ros_image import image_to_array
+                from sam_ros.ros.conversions import image_to_array
                 cv2.imwrite(args.out, image_to_array(res.mask))
                 print(f"mask written to {args.out}")
             return 0

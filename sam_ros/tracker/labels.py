@@ -19,8 +19,8 @@ def claimed_by(masks, logits):
     """
     masks = np.asarray(masks, bool)
     if masks.ndim != 3 or len(logits) != len(masks) or any(
-            np.shape(l) != masks.shape[1:] for l in logits):
-        raise ValueError(f"masks {masks.shape} and logits {[np.shape(l) for l in logits]} "
+            np.shape(logit) != masks.shape[1:] for logit in logits):
+        raise ValueError(f"masks {masks.shape} and logits {[np.shape(x) for x in logits]} "
                          f"must both be N x H x W")
     return _paint(np.full(masks.shape[1:], -1, np.int32), np.arange(len(masks)), masks,
                   logits)

@@ -9,23 +9,27 @@ yet met: see the model card. These guard against a checkpoint or a code change t
 what the model has.
 """
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from lab.evaluate import (
+    answer_clicks,
+    held_out_clips,
+    score_clip,
+    segment_clip_without_memory,
+    summarize,
+    target_prompts,
+    track_clip_with_memory,
+)
+from lab.metrics import region_similarity
+from lab.samples import PHOTOS, missing
+from lab.synthetic import SceneGenerator, find_photos
+from lab.train import init_for_training
 from sam_ros.model import build_sam2
 from sam_ros.tools import segment_image
-from training.evaluate import (answer_clicks, held_out_clips, score_clip,
-                                       segment_clip_without_memory, summarize, target_prompts,
-                                       track_clip_with_memory)
-from training.metrics import region_similarity
-from training.synthetic import SceneGenerator, find_photos
-from training.train import init_for_training
-
-from training.samples import PHOTOS, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 

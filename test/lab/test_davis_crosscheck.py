@@ -1,4 +1,4 @@
-"""``training/davis_crosscheck.py`` end to end, against a stand-in for DAVIS 2017's toolkit
+"""``lab/davis_crosscheck.py`` end to end, against a stand-in for DAVIS 2017's toolkit
 built on our own measures. The real toolkit is not ours to bundle (README says what the
 tool found with it), so this checks the tool's own part: the layout it writes for the
 toolkit, and which frames and objects it pairs. A stand-in that agrees with ``evaluate``
@@ -7,11 +7,10 @@ must give zero gaps; one that disagrees must show them."""
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from training.samples import PHOTOS, missing
+from lab.samples import PHOTOS, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -41,7 +40,7 @@ STAND_IN = {
         """,
     "evaluation.py": """
         import numpy as np
-        from training.metrics import contour_accuracy, region_similarity
+        from lab.metrics import contour_accuracy, region_similarity
         OFFSET = 0.0
 
         class DAVISEvaluation:
@@ -65,7 +64,7 @@ STAND_IN = {
 
 @pytest.fixture
 def crosscheck():
-    from training import davis_crosscheck
+    from lab import davis_crosscheck
     yield davis_crosscheck
     for name in [n for n in sys.modules if n.split(".")[0] == "davis2017"]:
         del sys.modules[name]

@@ -11,13 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from lab import evaluate, export_clips, train
+from lab.labelled import VOID_ID, davis_palette, find_sequences, read_annotation, write_sequence
+from lab.samples import PHOTOS, missing
+from lab.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 from sam_ros.model import build_sam2
-from training import evaluate, export_clips, train
-from training.labelled import (VOID_ID, davis_palette, find_sequences,
-                                       read_annotation, write_sequence)
-from training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
-
-from training.samples import PHOTOS, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 

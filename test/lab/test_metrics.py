@@ -3,22 +3,38 @@ one short generated clip with a random-weights model (structure only: such a mod
 scores near zero)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lab.evaluate import (
+    ClipScores,
+    Setting,
+    answer_clicks,
+    appearance_table,
+    by_appearance,
+    clicks_table,
+    compare_table,
+    evaluate,
+    frames_after_occlusion,
+    interior_point,
+    j_over_time,
+    kinds_table,
+    main,
+    modes_table,
+    paired_difference,
+    per_target_j_and_f,
+    score_clip,
+    segment_clip_without_memory,
+    summarize,
+    time_table,
+    track_clip_with_memory,
+    worst_targets,
+)
+from lab.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
+from lab.samples import PHOTOS, missing
+from lab.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
 from sam_ros.model import BUNDLED_CHECKPOINT, SamImagePredictor, build_sam2, save_checkpoint
-from training.evaluate import (
-    ClipScores, Setting, answer_clicks, appearance_table, by_appearance, clicks_table,
-    compare_table, evaluate,
-    frames_after_occlusion, interior_point, main, j_over_time, kinds_table, modes_table,
-    paired_difference, per_target_j_and_f, score_clip, segment_clip_without_memory, summarize,
-    time_table, track_clip_with_memory, worst_targets)
-from training.metrics import ERROR_KINDS, contour_accuracy, error_kind, region_similarity
-from training.synthetic import MIN_EVENT_FRAMES, SceneGenerator, find_photos, test_seed
-
-from training.samples import PHOTOS, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 SIZE = 256  # tolerance of F at this size: ceil(0.008 * 362) = 3 px

@@ -1,16 +1,14 @@
 """The synthetic clip generator: shapes, determinism, masks that agree with visibility, and the
 occlusion events that training and evaluation rely on (full disappearance then reappearance)."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from training.synthetic import (APPEARANCES, TRAIN_SEED_LIMIT, Clip, SceneGenerator,
-                                        test_seed)
-
-from training.samples import IMAGES as PHOTOS, missing
+from lab.samples import IMAGES as PHOTOS
+from lab.samples import missing
+from lab.synthetic import APPEARANCES, TRAIN_SEED_LIMIT, Clip, SceneGenerator, test_seed
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 

@@ -1,6 +1,6 @@
 """The training recipe runs, learns and writes a checkpoint that loads like Meta's; the
 bundled model is the default. Quality on held-out video is the evaluation command's job
-(``python -m training.evaluate``), not a test: see the model card."""
+(``python -m lab.evaluate``), not a test: see the model card."""
 
 import math
 import types
@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from lab import train
+from lab.samples import PHOTOS
+from lab.synthetic import MAX_TARGETS, SceneGenerator, find_photos
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2, detect_variant, read_state_dict
 from sam_ros.tracker import StreamingTracker
-from training import train
-from training.synthetic import MAX_TARGETS, SceneGenerator, find_photos
-
-from training.samples import PHOTOS
 
 
 def training_options(*argv):

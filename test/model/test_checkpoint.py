@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from sam_ros.model import CheckpointError, SAM2, build_sam2, get_config, save_checkpoint
+from sam_ros.model import SAM2, CheckpointError, build_sam2, get_config, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.oracle import randomize_
+from lab.oracle import randomize_
 from sam_ros.model import SAM2, SamImagePredictor, get_config
 from sam_ros.tracker import StreamingTracker
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.oracle import IMAGES, build_oracle, read_image
+from lab.oracle import IMAGES, build_oracle, read_image
 from sam_ros.model import image_encoder as ie
 from sam_ros.model.common import PositionEmbeddingSine
 
@@ -159,8 +159,9 @@ def test_batch_and_non_square():
 def test_unusual_trunk_configuration():
     """Odd window sizes, a stage transition without pooling (q_pool=2), non-default
     multipliers and only the last stage returned, against the reference Hiera class."""
-    from training.oracle import randomize_
     from sam2.modeling.backbones.hieradet import Hiera as RefHiera
+
+    from lab.oracle import randomize_
 
     config = dict(embed_dim=32, num_heads=2, q_pool=2, stages=(1, 2, 3, 2), dim_mul=1.5,
                   head_mul=1.0, window_pos_embed_bkg_spatial_size=(5, 5),

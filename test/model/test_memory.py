@@ -5,11 +5,21 @@ and the rotary encoding on its own."""
 import pytest
 import torch
 
-from training.oracle import build_oracle
+from lab.oracle import build_oracle
 from sam_ros.model.common import PositionEmbeddingSine
-from sam_ros.model.memory import (CXBlock, Fuser, MaskDownSampler, MemoryAttention,
-                                  MemoryAttentionLayer, MemoryEncoder, RoPEAttention,
-                                  chunked_attention, rope_table, rotate, rotate_)
+from sam_ros.model.memory import (
+    CXBlock,
+    Fuser,
+    MaskDownSampler,
+    MemoryAttention,
+    MemoryAttentionLayer,
+    MemoryEncoder,
+    RoPEAttention,
+    chunked_attention,
+    rope_table,
+    rotate,
+    rotate_,
+)
 
 TOL = 1e-4
 D_MODEL, MEM_DIM = 256, 64

@@ -4,7 +4,7 @@ every variant's state dict, the image features, the SAM heads, the memory encodi
 import pytest
 import torch
 
-from training.oracle import VIDEOS, build_oracle, copy_weights, read_video_frames
+from lab.oracle import VIDEOS, build_oracle, copy_weights, read_video_frames
 from sam_ros.model import SAM2, get_config
 from sam_ros.model.transforms import preprocess
 

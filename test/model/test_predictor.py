@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from training.oracle import IMAGES, VIDEOS, build_oracle, copy_weights, oracle_image_predictor, read_image, read_video_frames
+from lab.oracle import (
+    IMAGES,
+    VIDEOS,
+    build_oracle,
+    copy_weights,
+    oracle_image_predictor,
+    read_image,
+    read_video_frames,
+)
 from sam_ros.model import SAM2, SamImagePredictor, get_config
 from sam_ros.model.transforms import preprocess
 

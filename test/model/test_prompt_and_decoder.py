@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.oracle import build_oracle, randomize_
+from lab.oracle import build_oracle, randomize_
 from sam_ros.model.mask_decoder import MaskDecoder, TwoWayTransformer
 from sam_ros.model.prompt_encoder import PromptEncoder
 

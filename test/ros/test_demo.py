@@ -1,9 +1,9 @@
-"""The end-to-end demo (sam_ros.tools.demo) in miniature: the installed node in its own
+"""The end-to-end demo (sam_ros.ros.demo) in miniature: the installed node in its own
 process, a short generated scene, a random-weights sam_ros_mini. Checks the plumbing (exit
 status, the contact sheet, figures.json), not the masks.
 
 Needs the built workspace, as test_node.py does (SAM_ROS_REQUIRE_ROS=1 turns a missing build
-into a failure), and the shared photographs beside the checkout.
+into a failure). It plays the demo's own data, installed with the package.
 """
 
 import json
@@ -11,23 +11,15 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
-
-import ros_built
-
-ros_built.require()
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")
 
 
 def run_demo(out, *args):
     # a DDS domain of its own: the demo's node must not meet other tests' nodes
     env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30))
-    return subprocess.run([sys.executable, "-P", "-m", "sam_ros.tools.demo", "--out", str(out),
-                           "--data", str(DATA), *args],
+    return subprocess.run([sys.executable, "-P", "-m", "sam_ros.ros.demo", "--out", str(out),
+                           *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -91,7 +83,8 @@ def test_demo_runs_end_to_end(random_mini, tmp_path):
     assert 0 < fig["tracks_received"] <= fig["node"]["processed"] <= 12
     assert fig["tracks_with_object"] > 0
     assert fig["prompt"]["success"] and fig["prompt"]["object_id"] == 1
-    assert fig["latency_ms"]["median"] > 0 and fig["latency_ms"]["p95"] >= fig["latency_ms"]["median"]
+    latency = fig["latency_ms"]
+    assert latency["median"] > 0 and latency["p95"] >= latency["median"]
     for key in ("processing_fps", "scored_frames", "mean_iou", "mean_iou_target_shown",
                 "hidden_frames", "hidden_flagged_not_visible", "sheet"):
         assert key in fig, key

@@ -22,16 +22,7 @@ import traceback
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-
-import ros_built
-
-ros_built.require()
-
-import rclpy  # noqa: E402
+import rclpy
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -44,11 +35,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-import sam_ros
-from sam_ros import ros_image
 from sam_ros.model import SAM2, get_config, save_checkpoint
 from sam_ros.msg import ObjectTrackArray
-from sam_ros.node import SamRosNode
+from sam_ros.ros import conversions as ros_image
+from sam_ros.ros.node import SamRosNode
 from sam_ros.srv import RemoveObject, Segment
 
 W, H = 320, 240
@@ -63,7 +53,8 @@ SPARE_DOMAINS = itertools.count(int(os.environ["ROS_DOMAIN_ID"]) + 1)
 def test_the_built_package_is_imported():
     # rosidl's sam_ros.msg/srv and our code must come from the same installed package
     import sam_ros.msg
-    assert os.path.dirname(sam_ros.msg.__file__) == os.path.join(os.path.dirname(sam_ros.__file__), "msg")
+    package = os.path.dirname(sam_ros.__file__)
+    assert os.path.dirname(sam_ros.msg.__file__) == os.path.join(package, "msg")
     if os.environ.get("SAM_ROS_REQUIRE_ROS") == "1":
         assert "install" in sam_ros.__file__, sam_ros.__file__
 
@@ -84,12 +75,10 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frame_rgb():
     import cv2
-    img = cv2.imread("/work/shared/data/images/truck.jpg")
-    if img is None:  # no shared data: a synthetic scene
-        img = np.zeros((H, W, 3), np.uint8)
-        img[60:180, 100:220] = (40, 200, 90)
-        return img
-    return np.ascontiguousarray(cv2.cvtColor(cv2.resize(img, (W, H)), cv2.COLOR_BGR2RGB))
+
+    from lab.oracle import read_image
+    from lab.samples import IMAGES
+    return cv2.resize(read_image(IMAGES[2]), (W, H), interpolation=cv2.INTER_AREA)
 
 
 class Harness:
@@ -146,13 +135,12 @@ class Harness:
     def describe(self):
         """Where the node stands and what every thread is doing: what a hang or a lost
         response leaves behind to tell the two apart."""
-        worker = self.node._worker
         names = {t.ident: t.name for t in threading.enumerate()}
         stacks = "".join(f"\n--- thread {names.get(ident, ident)}\n"
                          + "".join(traceback.format_stack(frame))
                          for ident, frame in sys._current_frames().items())
         return (f"lifecycle state {self.node._state_machine.current_state}, worker "
-                f"{'alive' if worker is not None and worker.is_alive() else worker}, node stats "
+                f"{'alive' if self.node.worker.alive else 'stopped'}, node stats "
                 f"{self.node.stats}; threads:{stacks}")
 
     def transition(self, transition_id):
@@ -385,7 +373,8 @@ def test_prompt_then_tracks_and_label_images_carry_the_source_header(ros, frame_
     for o in tracks.objects:
         assert len(o.bbox) == 4 and len(o.centroid) == 2
         if o.visible:
-            assert o.area > 0 and 0 <= o.bbox[0] <= o.bbox[2] < W and 0 <= o.bbox[1] <= o.bbox[3] < H
+            assert o.area > 0
+            assert 0 <= o.bbox[0] <= o.bbox[2] < W and 0 <= o.bbox[1] <= o.bbox[3] < H
         else:
             assert o.area == 0
     ros.wait_for(lambda: any(m.header == header for m in list(ros.masks)), "label image")
@@ -548,7 +537,7 @@ def test_the_camera_is_heard_while_the_tracker_is_busy(ros, frame_rgb):
     ros.publish_and_wait(frame_rgb)
     before = ros.node.stats["frames_in"]
     sent = 30
-    with ros.node._lock:  # the tracker is busy for 1.5 s, 7 diagnostics periods
+    with ros.node.session.lock:  # the tracker is busy for 1.5 s, 7 diagnostics periods
         for _ in range(sent):
             ros.publish(frame_rgb)
             time.sleep(0.05)
@@ -562,9 +551,11 @@ def test_the_camera_is_heard_while_the_tracker_is_busy(ros, frame_rgb):
 def test_prompt_client(ros, frame_rgb, tmp_path):
     import subprocess
     import sys
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-P", "-m", "sam_ros.tools.prompt_client", "--timeout", "20", *a],
-        capture_output=True, text=True, timeout=120)
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-P", "-m", "sam_ros.ros.prompt_client", "--timeout", "20", *args],
+            capture_output=True, text=True, timeout=120)
+
     ros.publish_and_wait(frame_rgb)
     out = tmp_path / "mask.png"
     r = run("segment", "--point", "160,120", "--point", "10,10,0", "--once", "--out", str(out))
@@ -588,7 +579,7 @@ def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
     assert ros.transition(Transition.TRANSITION_DEACTIVATE)
     assert ros.transition(Transition.TRANSITION_CLEANUP)
     assert ros.state() == State.PRIMARY_STATE_UNCONFIGURED
-    assert ros.node.model is None and ros.node.tracker is None
+    assert ros.node.session is None
     res = ros.segment(points=[10.0, 10.0], labels=[1])
     assert not res.success and "not configured" in res.message
     # configure again after cleanup, then shut down from inactive
@@ -596,13 +587,13 @@ def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
     assert ros.transition(Transition.TRANSITION_CONFIGURE)
     assert ros.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN)
     assert ros.state() == State.PRIMARY_STATE_FINALIZED
-    assert ros.node.model is None
+    assert ros.node.session is None
 
 
 def test_mask_stats_label_image_and_overlay():
-    from sam_ros.msg import ObjectTrack
     from sam_ros.drawing import overlay_image
-    from sam_ros.node import mask_stats
+    from sam_ros.masks import mask_stats
+    from sam_ros.msg import ObjectTrack
     from sam_ros.tracker import TrackResult, label_image
     rng = np.random.default_rng(0)
     mask = np.zeros((H, W), bool)
@@ -654,7 +645,7 @@ def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
             h.publish_and_wait(frame_rgb)
             assert h.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
         assert h.state() == State.PRIMARY_STATE_FINALIZED
-        assert h.node.model is None and h.node._worker is None
+        assert h.node.session is None and not h.node.worker.alive
     finally:
         h.close()
 
@@ -726,5 +717,5 @@ def test_ctrl_c_twice_while_a_frame_is_in_flight(checkpoint, frame_rgb):
         camera.destroy_node()
         rclpy.try_shutdown(context=context)
     assert proc.returncode == 0 and "Traceback" not in output, output
-    assert " in _work" in output, output  # the worker's stack, printed on SIGUSR1
+    assert "ros/worker.py" in output, output  # the worker's stack, printed on SIGUSR1
     assert output.index("spin ended; stopping") < output.index("exiting"), output

@@ -6,7 +6,7 @@ test_tracker_parity.py."""
 import numpy as np
 import pytest
 
-from training.oracle import VIDEOS, randomize_, read_video_frames
+from lab.oracle import VIDEOS, randomize_, read_video_frames
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker, claimed_by
 

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from training.oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
+from lab.oracle import VIDEOS, build_oracle, copy_weights, oracle_video_state, read_video_frames
 from sam_ros.model import SAM2, get_config
 from sam_ros.tracker import StreamingTracker
 

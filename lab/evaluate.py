@@ -19,12 +19,12 @@ frame it shows on (YouTube-VOS's protocol) and scored on the frames after it as 
 evaluation scores a benchmark's one label PNG per frame: each pixel kept for one object,
 the last frame left out (``--scoring``, ``SCORINGS``).
 
-    python -m training.evaluate                 # bundled model, 60 videos x 40 frames
-    python -m training.evaluate --compare       # faster paths vs float32
-    python -m training.evaluate --json scores.json
-    python -m training.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
-    python -m training.evaluate --checkpoint mine.pt --against other.pt  # paired
-    python -m training.evaluate --ceiling       # + the score of perfect tracking
+    python -m lab.evaluate                 # bundled model, 60 videos x 40 frames
+    python -m lab.evaluate --compare       # faster paths vs float32
+    python -m lab.evaluate --json scores.json
+    python -m lab.evaluate --dataset DAVIS --prompt mask   # DAVIS's protocol
+    python -m lab.evaluate --checkpoint mine.pt --against other.pt  # paired
+    python -m lab.evaluate --ceiling       # + the score of perfect tracking
 
 The result is a Markdown table on stdout, ready for a model card.
 """
@@ -47,11 +47,26 @@ from sam_ros.model.common import autocast
 from sam_ros.model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 from sam_ros.model.transforms import preprocess
 from sam_ros.tracker import StreamingTracker, claimed_by
-from .metrics import (ERROR_KINDS, GOOD_J, LOST_SHARE, SIZE_SHARE, contour_accuracy,
-                      error_kind, region_similarity)
+
 from .labelled import find_sequences
-from .synthetic import (APPEARANCES, SAMPLE_PHOTOS, MIN_EVENT_FRAMES, PHOTOS_ENV,
-                        SceneGenerator, find_photos, test_seed)
+from .metrics import (
+    ERROR_KINDS,
+    GOOD_J,
+    LOST_SHARE,
+    SIZE_SHARE,
+    contour_accuracy,
+    error_kind,
+    region_similarity,
+)
+from .synthetic import (
+    APPEARANCES,
+    MIN_EVENT_FRAMES,
+    PHOTOS_ENV,
+    SAMPLE_PHOTOS,
+    SceneGenerator,
+    find_photos,
+    test_seed,
+)
 
 # A target is prompted when at least this much of it shows on the first frame.
 FULLY_VISIBLE = 0.9
@@ -668,7 +683,7 @@ def parse_args(argv=None):
                         help=f"frames per clip (default {DEFAULT_FRAMES}; with --dataset: the "
                              "first N annotated frames, default all)")
     parser.add_argument("--dataset", help="score on labelled video in the DAVIS layout "
-                        "(training.labelled) instead of generated clips")
+                        "(lab.labelled) instead of generated clips")
     parser.add_argument("--prompt", choices=PROMPTS, default="click",
                         help="each target's prompt, on frame 0 (with --dataset: on the "
                              "first frame it shows on): one click on its most interior pixel, "

@@ -3,12 +3,12 @@ fine-tuning (``train --dataset``) and scoring (``evaluate --dataset``) end to en
 labelling footage of one's own, or to move the generator onto other backgrounds
 (``--photos``) and measure what fine-tuning on them buys.
 
-    python -m training.export_clips OUT --videos 100 --frames 32      # training seeds
-    python -m training.export_clips OUT --held-out                    # evaluate's clips
+    python -m lab.export_clips OUT --videos 100 --frames 32      # training seeds
+    python -m lab.export_clips OUT --held-out                    # evaluate's clips
 
 ``--held-out`` writes ``evaluate``'s own held-out clips (test seeds, a target hidden
 mid-clip) with only the targets it prompts, so ``evaluate --dataset OUT`` scores exactly
-what ``evaluate`` scores on the generated clips. Otherwise clips come from training seeds
+what ``evaluate`` scores on the generated clips. Otherwise clips come from lab seeds
 (``seed-offset`` onwards) with all their targets.
 """
 
@@ -16,7 +16,7 @@ import argparse
 
 from .evaluate import DEFAULT_FRAMES, DEFAULT_VIDEOS, held_out_clips, prompted_targets
 from .labelled import write_sequence
-from .synthetic import SAMPLE_PHOTOS, PHOTOS_ENV, TRAIN_SEED_LIMIT, SceneGenerator, find_photos
+from .synthetic import PHOTOS_ENV, SAMPLE_PHOTOS, TRAIN_SEED_LIMIT, SceneGenerator, find_photos
 
 
 def training_clips(generator, videos, frames, seed_offset=0):

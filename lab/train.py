@@ -13,8 +13,8 @@ object-score loss, and the sum is back-propagated through the whole clip.
 bundled one) whose config answers with its single mask. ``--dataset`` takes the clips from
 labelled video of one's own (DAVIS layout, ``labelled.py``) instead of the generator.
 
-    python -m training.train --out sam_ros_mini.pt --minutes 50
-    python -m training.train --init sam_ros_mini.pt --dataset my_videos --out tuned.pt
+    python -m lab.train --out sam_ros_mini.pt --minutes 50
+    python -m lab.train --init sam_ros_mini.pt --dataset my_videos --out tuned.pt
 
 The result is a checkpoint in Meta's layout (``{"model": state_dict}``) that
 ``build_sam2("auto", checkpoint=...)`` loads like an official one.
@@ -35,9 +35,17 @@ from sam_ros.model.sam2 import ImageFeatures
 from sam_ros.model.transforms import PIXEL_MEAN, PIXEL_STD
 from sam_ros.tracker import step
 from sam_ros.tracker.memory_bank import ObjectMemory
+
 from .labelled import find_sequences, masks_of, object_ids_in
-from .synthetic import (SAMPLE_PHOTOS, MAX_TARGETS, MIN_EVENT_FRAMES, PHOTOS_ENV,
-                        TRAIN_SEED_LIMIT, SceneGenerator, find_photos)
+from .synthetic import (
+    MAX_TARGETS,
+    MIN_EVENT_FRAMES,
+    PHOTOS_ENV,
+    SAMPLE_PHOTOS,
+    TRAIN_SEED_LIMIT,
+    SceneGenerator,
+    find_photos,
+)
 
 # SAM 2's loss weights: focal 20 (alpha 0.25), dice 1, IoU prediction 1, object score 1.
 FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, SCORE_WEIGHT = 20.0, 1.0, 1.0, 1.0
@@ -66,7 +74,7 @@ ZERO_BUILT = ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr"
 
 class ClipStream(IterableDataset):
     """An endless stream of training clips, ``(frames T x S x S x 3 uint8, masks T x K x S x S)``
-    from training seeds only, K = ``MAX_TARGETS``: the target to track first, then the
+    from lab seeds only, K = ``MAX_TARGETS``: the target to track first, then the
     clip's other targets, then empty masks. Worker ``w`` draws its seeds from a generator
     seeded with ``(seed, w)``, so a run is reproducible for a given worker count."""
 
@@ -324,9 +332,8 @@ def clip_loss(model, frames, targets, options, rng, generator):
     shown = torch.nonzero(slots.flatten(1).any(-1)).squeeze(1)
     all_present = present.all(dim=0).tolist()
     features = encode_frames(model, normalise(frames.flatten(0, 1)))
-    per_frame = lambda x: x.unflatten(0, (b, t))  # noqa: E731
-    embed, pos = per_frame(features.embed), per_frame(features.pos)
-    high_res = [per_frame(h) for h in features.high_res]
+    embed, pos = (x.unflatten(0, (b, t)) for x in (features.embed, features.pos))
+    high_res = [h.unflatten(0, (b, t)) for h in features.high_res]
     bank = ObjectMemory(0)
     losses, ious, showing = [], [], []
     terms = mask_terms(options)
@@ -574,7 +581,7 @@ def parse_args(argv=None):
     parser.add_argument("--photos", help=f"folder of photographs for backgrounds and "
                         f"textures (default: ${PHOTOS_ENV}, else {SAMPLE_PHOTOS})")
     parser.add_argument("--dataset", help="train on labelled video in the DAVIS layout "
-                        "(training.labelled) instead of generated clips: fine-tuning "
+                        "(lab.labelled) instead of generated clips: fine-tuning "
                         "on one's own footage, usually with --init")
     parser.add_argument("--dataset-odds", type=float, default=1.0,
                         help="with --dataset: share of clips taken from it; the rest are "

@@ -7,8 +7,6 @@ import math
 import cv2
 import numpy as np
 
-from sam_ros.masks import mask_iou as region_similarity  # J is the masks' IoU
-
 
 def boundary_map(mask):
     """One-pixel-wide boundary of a mask: pixels that differ from their right, lower or

@@ -12,7 +12,7 @@ masks is ours, written as the toolkit's ``Results.read_masks`` does it. It print
 scores and the largest gaps, per object and per frame.
 
     .venv/bin/pip install scikit-image scipy     # what the toolkit needs beyond ours
-    .venv/bin/python -m training.davis_crosscheck ~/davis2017-evaluation --void
+    .venv/bin/python -m lab.davis_crosscheck ~/davis2017-evaluation --void
 """
 
 import argparse
@@ -24,13 +24,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lab.evaluate import (
+    DEFAULT_FRAMES,
+    DEFAULT_VIDEOS,
+    Setting,
+    held_out_clips,
+    labelled_clips,
+    prompted_targets,
+    run_and_score,
+    summarize,
+)
+from lab.labelled import VOID_ID, find_sequences, read_annotation, write_annotation, write_sequence
+from lab.synthetic import SceneGenerator, find_photos
 from sam_ros.model import BUNDLED_CHECKPOINT, build_sam2
-from training.evaluate import (DEFAULT_FRAMES, DEFAULT_VIDEOS, Setting, held_out_clips,
-                                       labelled_clips, prompted_targets, run_and_score,
-                                       summarize)
-from training.labelled import (VOID_ID, find_sequences, read_annotation,
-                                      write_annotation, write_sequence)
-from training.synthetic import SceneGenerator, find_photos
 
 VOID_BLOCK = (40, 60)  # rows x columns of the block --void paints
 

@@ -1,0 +1,77 @@
+"""What the node publishes: tracks, the label image, the overlay and its diagnostics.
+
+Every output of a frame carries the source image's header unchanged (stamp and frame_id), so
+that it can be fused with anything else about that frame. The label image and the overlay
+are built only while someone subscribes to them.
+"""
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import Image
+
+from sam_ros.drawing import overlay_image
+from sam_ros.masks import mask_stats
+from sam_ros.msg import ObjectTrack, ObjectTrackArray
+
+from .conversions import array_to_image
+
+
+def track_message(header, results):
+    """The ObjectTrackArray of one frame's ``{id: TrackResult}``, ids in order; box, centroid
+    and area are of each object's own mask."""
+    out = ObjectTrackArray(header=header)
+    for obj_id in sorted(results):
+        r = results[obj_id]
+        area, bbox, centroid = mask_stats(r.mask) if r.visible else (0, [0, 0, 0, 0], (0.0, 0.0))
+        out.objects.append(ObjectTrack(
+            id=int(obj_id), visible=bool(r.visible and area > 0), score=float(r.score),
+            iou=float(r.iou), bbox=bbox, centroid=[float(centroid[0]), float(centroid[1])],
+            area=area))
+    return out
+
+
+class Outputs:
+    """The node's publishers (lifecycle publishers: silent unless the node is active)."""
+
+    def __init__(self, node):
+        self._node = node
+        self.tracks = node.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10)
+        self.masks = node.create_lifecycle_publisher(Image, "~/masks", 10)
+        self.overlay = node.create_lifecycle_publisher(Image, "~/overlay", 10)
+        self.diagnostics = node.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def publish_frame(self, header, rgb, results, masks=True, overlay=True):
+        """Publish one frame's results: tracks always; the label image (``masks``) and the
+        overlay (``overlay``) where wanted and subscribed to."""
+        tracks = track_message(header, results)
+        self.tracks.publish(tracks)
+        want_masks = masks and self.masks.get_subscription_count() > 0
+        want_overlay = overlay and self.overlay.get_subscription_count() > 0
+        if not (want_masks or want_overlay):
+            return
+        from sam_ros.tracker import label_image  # torch loads at configure, not at import
+
+        labels = label_image(rgb.shape[:2], results)
+        if want_masks:
+            self.masks.publish(array_to_image(labels, "mono16", header))
+        if want_overlay:
+            self.overlay.publish(array_to_image(overlay_image(rgb, labels, tracks.objects),
+                                                "rgb8", header))
+
+    def publish_diagnostics(self, name, stats, objects, device, dtype):
+        """One DiagnosticStatus: WARN once a frame has failed, OK otherwise."""
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if stats["errors"] == 0 else DiagnosticStatus.WARN,
+            name=f"{name}: SAM 2 tracker",
+            message=f"{len(objects)} objects, {stats['processed']} frames processed",
+            hardware_id=str(device))
+        values = dict(frames_in=stats["frames_in"], processed=stats["processed"],
+                      dropped=stats["dropped"], unsupported=stats["unsupported"],
+                      errors=stats["errors"], latency_ms=f"{stats['latency_ms']:.1f}",
+                      node_ms=f"{stats['node_ms']:.1f}", model_ms=f"{stats['model_ms']:.1f}",
+                      overhead_ms=f"{stats['overhead_ms']:.2f}",
+                      objects=" ".join(map(str, objects)), num_objects=len(objects),
+                      device=device, dtype=dtype)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        self.diagnostics.publish(msg)

@@ -1,0 +1,117 @@
+"""The node's parameters in one table: declared with descriptions and ranges, checked when set.
+
+Each parameter takes effect at one moment, which decides when it may change:
+  configure  read when the model is loaded; settable while unconfigured (else: cleanup first)
+  activate   read when the camera subscription is made; settable unless active
+  live       read on every use; settable at any time
+A refused ``ros2 param set`` says which transition to run first, instead of being accepted
+and silently ignored until the next configure.
+"""
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+
+CONFIGURE, ACTIVATE, LIVE = "configure", "activate", "live"
+PRECISIONS = ("float32", "bfloat16")
+TRANSPORTS = ("raw", "compressed")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    default: object
+    description: str
+    read_at: str = CONFIGURE
+    choices: tuple = ()
+    integers: tuple = None  # (from, to, step)
+    floats: tuple = None  # (from, to)
+
+    def descriptor(self):
+        extra = {}
+        if self.integers:
+            low, high, step = self.integers
+            extra["integer_range"] = [IntegerRange(from_value=low, to_value=high, step=step)]
+        if self.floats:
+            low, high = self.floats
+            extra["floating_point_range"] = [FloatingPointRange(from_value=low, to_value=high,
+                                                                step=0.0)]
+        text = self.description
+        if self.choices:
+            text += f" ({' | '.join(self.choices)})"
+        return ParameterDescriptor(description=f"{text}; read at {self.read_at}", **extra)
+
+
+SPECS = (
+    Spec("checkpoint", "", "SAM 2 / SAM 2.1 checkpoint file (Meta's layout); empty = the "
+         "bundled sam_ros_mini model"),
+    Spec("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l, sam_ros_mini) "
+         "or auto: read off the checkpoint"),
+    Spec("device", "cpu", "torch device: cpu, cuda, cuda:N"),
+    Spec("dtype", "float32", "inference precision", choices=PRECISIONS),
+    Spec("image_size", 0, "model input size in pixels, multiple of 16; 0 = the variant's "
+         "(1024; 256 for sam_ros_mini)", integers=(0, 2048, 16)),
+    Spec("ring_size", 8, "recent frames kept for prompts on past frames (stamp in Segment)",
+         integers=(1, 64, 1)),
+    Spec("max_cond_frames", 8, "cap on each object's prompted (conditioning) frames",
+         integers=(2, 64, 1)),
+    Spec("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); "
+         "compressed: `image/compressed` (sensor_msgs/CompressedImage)", read_at=ACTIVATE,
+         choices=TRANSPORTS),
+    Spec("publish_masks", True, "publish the label image on ~/masks", read_at=LIVE),
+    Spec("publish_overlay", True, "publish the overlay on ~/overlay (only computed while "
+         "someone subscribes)", read_at=LIVE),
+    Spec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_at=ACTIVATE,
+         floats=(0.1, 60.0)),
+    Spec("error_log_period", 5.0, "seconds between repeated input error log lines",
+         read_at=LIVE, floats=(0.0, 3600.0)),
+)
+BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def declare(node):
+    """Declare every parameter on ``node`` (values from overrides or the defaults)."""
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+
+
+def check_value(name, value):
+    """Why ``value`` is not a valid ``name``, or None. (Ranges are checked by rclpy.)"""
+    spec = BY_NAME[name]
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}; got {value!r}"
+    return None
+
+
+def check_change(name, value, state):
+    """Why ``name`` may not be set to ``value`` in lifecycle state ``state`` (a label such as
+    "unconfigured"), or None."""
+    problem = check_value(name, value)
+    if problem:
+        return problem
+    read_at = BY_NAME[name].read_at
+    if read_at == CONFIGURE and state in ("inactive", "active"):
+        return (f"{name} is read at configure and the node is {state}: deactivate (if active) "
+                f"and cleanup, set it, then configure again")
+    if read_at == ACTIVATE and state == "active":
+        return (f"{name} is read at activate and the node is active: deactivate, set it, "
+                f"then activate again")
+    return None
+
+
+def on_set(node):
+    """A set-parameters callback for ``node`` that applies ``check_change``."""
+    def callback(params):
+        state = node.lifecycle_state_label()
+        for param in params:
+            if param.name in BY_NAME:
+                problem = check_change(param.name, param.value, state)
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+    return callback
