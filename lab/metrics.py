@@ -7,6 +7,11 @@ import math
 import cv2
 import numpy as np
 
+from sam_ros.masks import mask_iou
+
+# J, DAVIS's region similarity: the masks' IoU (1.0 when both are empty).
+region_similarity = mask_iou
+
 
 def boundary_map(mask):
     """One-pixel-wide boundary of a mask: pixels that differ from their right, lower or

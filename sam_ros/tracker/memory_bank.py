@@ -3,10 +3,12 @@
 SAM 2 conditions frame t of an object on: all of its conditioning (prompted) frames, the
 non-conditioning memories of frames t-1 .. t-(num_maskmem-1), and the object pointers of
 its conditioning frames and of frames t-1 .. t-(max_obj_ptrs-1). Anything older is never
-read again, so it is dropped; only a prompt on a recent past frame (the ring) reaches
-further back, and the bank keeps exactly that much more.
+read again, so it is dropped; only a prompt on a past frame still in the tracker's ring
+reaches further back, and the bank keeps exactly what decoding the ring's frames again
+reads.
 """
 
+import bisect
 from dataclasses import dataclass, field, fields
 from typing import Dict, Optional
 
@@ -76,22 +78,34 @@ class ObjectMemory:
         self.recent.pop(frame, None)
         self.cond[frame] = entry
 
-    def prune(self, oldest_ring_frame, num_maskmem, max_obj_ptrs, max_cond_frames):
-        """Drop what no future decode can read: the earliest frame that can still be
-        decoded again is the oldest frame of the ring."""
-        keep_features_from = oldest_ring_frame - (num_maskmem - 1)
-        keep_pointer_from = oldest_ring_frame - (max_obj_ptrs - 1)
+    def forget_tracked_after(self, frame):
+        """Forget what tracking left after ``frame`` (a new prompt there makes it stale);
+        prompted frames stay."""
+        for t in [t for t in self.recent if t > frame]:
+            del self.recent[t]
+
+    def prune(self, ring_frames, num_maskmem, max_obj_ptrs, max_cond_frames):
+        """Drop what no future decode can read. Only the frames of the ring (indices,
+        ascending; the newest is the latest frame) can be decoded again, and decoding frame
+        r reads memory features back to r - (num_maskmem - 1), pointers back to
+        r - (max_obj_ptrs - 1), and the mask logits of r itself."""
+        ring = set(ring_frames)
+
+        def reads(t, window):  # some ring frame r has r - window < t <= r
+            i = bisect.bisect_left(ring_frames, t)
+            return i < len(ring_frames) and ring_frames[i] - t < window
+
         for t in list(self.recent):
-            if t < keep_pointer_from:
+            if not reads(t, max_obj_ptrs):
                 del self.recent[t]
-            else:
-                entry = self.recent[t]
-                if t < keep_features_from:
-                    entry.features = None
-                if t < oldest_ring_frame:
-                    entry.low_res = None
+                continue
+            entry = self.recent[t]
+            if not reads(t, num_maskmem):
+                entry.features = None
+            if t not in ring:
+                entry.low_res = None
         for t, entry in self.cond.items():
-            if t < oldest_ring_frame:
+            if t not in ring:
                 entry.low_res = entry.points = entry.labels = None
         if max_cond_frames and len(self.cond) > max_cond_frames:
             # Keep the first prompt (what the user meant the object to be) and the

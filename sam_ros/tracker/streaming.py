@@ -44,6 +44,7 @@ class TrackResult:
 class _Frame:
     index: int
     stamp: Any
+    time: float  # when it was taken, for a ring that spans a time (step's ``time``)
     image_hw: tuple
     features: Any  # ImageFeatures of batch 1
 
@@ -54,9 +55,14 @@ class StreamingTracker:
     Options:
       precision: "float32" (default) or "bfloat16": autocast for the image encoder, memory
         attention and memory encoder (the fast path); the SAM heads stay float32.
-      ring_size: how many recent frames keep their encodings for prompts on past frames
-        (default 8; 1 = only the latest frame). Each costs one frame's features
-        (about 16 MB at image_size 1024 in float32).
+      ring_size: how many frames keep their encodings for prompts on past frames (default
+        8; 1 = only the latest frame). Each costs one frame's features (about 16 MB at
+        image_size 1024 in float32), and a prompt k ring frames back costs k decodes.
+      ring_span: without it (default) the ring is the last ``ring_size`` frames. With it,
+        the ring reaches ``ring_span`` back in ``time`` (step's argument, e.g. seconds) with
+        at most ``ring_size`` frames: the newest half kept as they come, the older ones
+        thinned so that they spread over the span. A prompt there catches up through the
+        kept frames only.
       max_cond_frames: cap on an object's conditioning (prompted) frames; beyond it the
         first prompt and the most recent ones are kept (default 8; SAM 2 itself has none).
       memory_dtype: storage type of memory features (default bfloat16, as the reference).
@@ -66,22 +72,25 @@ class StreamingTracker:
     """
 
     def __init__(self, model, precision="float32", ring_size=8, max_cond_frames=8,
-                 memory_dtype=torch.bfloat16, mask_threshold=0.0):
+                 memory_dtype=torch.bfloat16, mask_threshold=0.0, ring_span=None):
         if ring_size < 1:
             raise ValueError("ring_size must be at least 1")
+        if ring_span is not None and not ring_span > 0:
+            raise ValueError(f"ring_span must be positive (or None), got {ring_span!r}")
         if max_cond_frames is not None and max_cond_frames < 2:
             raise ValueError("max_cond_frames must be at least 2 (or None for no cap)")
         autocast(model.device, precision)  # validates the name
         self.model = model
         self.precision = precision
         self.ring_size = ring_size
+        self.ring_span = ring_span
         self.max_cond_frames = max_cond_frames
         self.memory_dtype = memory_dtype
         self.mask_threshold = mask_threshold
         cfg = model.config
         self.num_maskmem = cfg.num_maskmem
         self.max_obj_ptrs = cfg.max_obj_ptrs_in_encoder
-        self._ring = collections.deque(maxlen=ring_size)
+        self._ring = []  # _Frame, oldest first
         self._objects: Dict[int, ObjectMemory] = {}
         self._next_frame = 0
 
@@ -117,15 +126,20 @@ class StreamingTracker:
                          f"{len(self._ring)} frames")
 
     @torch.inference_mode()
-    def step(self, image, stamp=None) -> Dict[int, TrackResult]:
-        """Consume the next frame; return every tracked object's result on it."""
+    def step(self, image, stamp=None, time=None) -> Dict[int, TrackResult]:
+        """Consume the next frame; return every tracked object's result on it. ``stamp`` is
+        anything the frame is to be known by; ``time`` (default: the frame's index) is when
+        it was taken, in ``ring_span``'s unit."""
         x = preprocess(image, self.model.image_size, self.model.device)
         with autocast(self.model.device, self.precision):
             features = self.model.encode_image(x).float()
-        frame = _Frame(self._next_frame, stamp, tuple(image.shape[:2]), features)
+        index = self._next_frame
+        frame = _Frame(index, stamp, float(index if time is None else time),
+                       tuple(image.shape[:2]), features)
         self._next_frame += 1
+        self._encode_pending()  # before the ring moves on: its frame may leave the ring
         self._ring.append(frame)
-        self._encode_pending()
+        self._thin_ring()
         self._track(frame, list(self._objects.values()))
         self._prune()
         return {obj_id: self._result(obj, frame) for obj_id, obj in self._objects.items()}
@@ -157,6 +171,7 @@ class StreamingTracker:
         result = self._result(obj, target)
         later = [f for f in self._ring if f.index > target.index]
         if later:
+            obj.forget_tracked_after(target.index)  # what tracking said after it is stale
             self._encode_pending()
             for f in later:
                 if f.index not in obj.cond:
@@ -222,11 +237,32 @@ class StreamingTracker:
             if f.index == frame:
                 return f
         oldest, newest = self._ring[0].index, self._ring[-1].index
+        kept = (f"frames {oldest}..{newest} can be prompted" if newest - oldest < len(self._ring)
+                else f"frames {', '.join(str(f.index) for f in self._ring)} can be prompted")
         if isinstance(frame, (int, np.integer)) and frame < oldest:
-            raise ValueError(f"frame {frame} has left the ring of recent frames "
-                             f"(frames {oldest}..{newest} can be prompted)")
-        raise ValueError(f"frame {frame!r} is not a frame of the stream "
-                         f"(frames {oldest}..{newest} can be prompted)")
+            raise ValueError(f"frame {frame} has left the ring of recent frames ({kept})")
+        if isinstance(frame, (int, np.integer)) and frame < newest:
+            raise ValueError(f"frame {frame} was not kept in the ring ({kept})")
+        raise ValueError(f"frame {frame!r} is not a frame of the stream ({kept})")
+
+    def _thin_ring(self):
+        """Keep the ring within ``ring_size`` frames and, with ``ring_span``, within the
+        span: the newest half as the frames come; past it, a frame stays only if it is at
+        least ``ring_span`` / (the older half's size) after the one kept before it, so the
+        older frames spread evenly over the span."""
+        ring = self._ring
+        if self.ring_span is not None:
+            horizon = ring[-1].time - self.ring_span
+            while len(ring) > 1 and ring[0].time < horizon:
+                ring.pop(0)
+            dense = max(1, self.ring_size // 2)
+            older = self.ring_size - dense
+            leaving = len(ring) - dense - 1  # the frame that has just left the newest half
+            if older and leaving >= 1 and (
+                    ring[leaving].time - ring[leaving - 1].time < self.ring_span / older):
+                ring.pop(leaving)
+        while len(ring) > self.ring_size:
+            ring.pop(0)
 
     def _decode_prompt(self, obj, frame, coords, labels, mask, replaces_points):
         """Decode a prompt on ``frame`` for one object: ``step``'s prompt or mask step. As
@@ -282,9 +318,9 @@ class StreamingTracker:
                 entry.features = memory[i:i + 1]
 
     def _prune(self):
-        oldest = self._ring[0].index
+        ring = self.ring_frames
         for obj in self._objects.values():
-            obj.prune(oldest, self.num_maskmem, self.max_obj_ptrs, self.max_cond_frames)
+            obj.prune(ring, self.num_maskmem, self.max_obj_ptrs, self.max_cond_frames)
 
     def _result(self, obj, frame):
         return self._result_of(obj.obj_id, obj.entry(frame.index), frame)

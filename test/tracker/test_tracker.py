@@ -85,6 +85,61 @@ def test_stamps_name_ring_frames_and_old_frames_are_refused(model, frames):
     assert tracker.add_prompt(1, **click(frames[0]), frame=4).stamp == 1004
 
 
+def test_a_ring_that_spans_a_time_spreads_its_older_frames(model, frames):
+    """With ring_span, the newest half of the ring stays dense and the older half thins out
+    over the span; nothing older than the span is kept, and the ring never holds more than
+    ring_size frames."""
+    tracker = StreamingTracker(model, ring_size=6, ring_span=2.0)
+    for i, frame in enumerate(frames[:25]):  # 10 frames a second
+        tracker.step(frame, stamp=i, time=0.1 * i)
+        assert len(tracker.ring_frames) <= 6
+    ring = tracker.ring_frames
+    assert ring[-3:] == [22, 23, 24], ring  # the newest half, as it came
+    assert 14 <= 24 - ring[0] <= 20, ring  # back over most of the span, not beyond it
+    assert np.diff(ring[:-2]).min() >= 6, ring  # the older half spread: 2 s / 3 apart
+    with pytest.raises(ValueError, match="was not kept in the ring"):
+        tracker.add_prompt(1, **click(frames[0]), frame=next(
+            i for i in range(ring[0], 24) if i not in ring))
+
+
+def test_a_prompt_on_a_thinned_ring_tracks_through_the_kept_frames(model, frames):
+    """A prompt on an old frame of a spanning ring decodes it, tracks the object through the
+    kept frames only (reading no memory that tracking left before the prompt), and the
+    stream goes on from there; memory stays bounded by what the ring can read."""
+    tracker = StreamingTracker(model, ring_size=4, ring_span=20.0)
+    for i, frame in enumerate(frames[:12]):
+        tracker.step(frame, time=float(i))
+    tracker.add_prompt(1, **click(frames[0]), frame=tracker.latest_frame)
+    for i in range(12, 20):
+        tracker.step(frames[i], time=float(i))
+    ring = tracker.ring_frames
+    old = ring[0]
+    answer = tracker.add_prompt(1, **click(frames[old], 0.4, 0.6), frame=old)
+    assert answer.frame == old
+    memory = tracker._objects[1]
+    assert sorted(t for t in memory.recent if t > old) == [
+        t for t in ring if t > old and t not in memory.cond]
+    results = tracker.step(frames[20], time=20.0)
+    assert set(results) == {1} and results[1].frame == 20
+    for t, entry in memory.recent.items():
+        assert entry.low_res is None or t in tracker.ring_frames
+
+
+def test_segment_once_answers_without_tracking(model, frames):
+    tracker = StreamingTracker(model, ring_size=3)
+    for frame in frames[:3]:
+        tracker.step(frame)
+    tracker.add_prompt(4, **click(frames[2]))
+    once = tracker.segment_once(**click(frames[1], 0.3, 0.3), frame=1)
+    assert once.obj_id is None and once.frame == 1
+    assert tracker.object_ids == [4]
+    fresh = StreamingTracker(model, ring_size=3)
+    for frame in frames[:2]:
+        fresh.step(frame)
+    first = fresh.add_prompt(9, **click(frames[1], 0.3, 0.3))  # a new object's first answer
+    assert np.abs(once.logits - first.logits).max() <= 1e-5
+
+
 def test_refine_remove_reset(model, frames):
     tracker = StreamingTracker(model)
     with pytest.raises(ValueError, match="no frame yet"):
