@@ -553,9 +553,8 @@ class Player:
                 for _ in range(behind):  # frames whose slots are over: not even decoded
                     if self._take(decode=False) is None:
                         return
-                if behind > 0:
-                    self._fell_behind(behind)
-                    slot += behind
+                    self._fell_behind(1)
+                    slot += 1
             rgb = self._take()
             if rgb is None:
                 return

@@ -457,6 +457,17 @@ def test_schedule_is_absolute_and_counts_what_it_could_not_keep_up_with(ros):
     assert stats.rate() == pytest.approx(10 / 1.1)
 
 
+def test_frames_skipped_up_to_the_end_are_counted(ros):
+    clock = FakeClock()
+    costs = [0.03, 0.85, 0.03, 0.03, 0.03]  # after frame 1, 6 slots are over: 2, 3, 4 and on
+    player = play.Player(ros.node, CostlySource(tiny_frames(5), clock, costs))
+    published = record(player, clock)
+    stats = player.run(rate=10, stop=clock, clock=clock)
+    player.close()
+    assert [index for _, index in published] == [0, 1]
+    assert (stats.published, stats.skipped) == (2, 3)
+
+
 def test_frames_and_loop_play_a_part_again_and_again(ros):
     player = play.Player(ros.node, play.ArraySource(tiny_frames(4)), frames=2, loop=True)
     played = [player.step() for _ in range(5)]
