@@ -22,41 +22,28 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
-import pytest
-
-# DDS isolation: localhost only, and a domain of this module's own (set for its tests by the
-# `ros` fixture, so that it holds when another module set ROS_DOMAIN_ID first)
-DOMAIN = 10 + os.getpid() % 80
-os.environ.setdefault("ROS_DOMAIN_ID", str(DOMAIN))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-
-import ros_built
-
-ros_built.require()
 
 import cv2
+import numpy as np
+import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from lab.samples import PHOTOS, VIDEOS
 from sam_ros.ros import play
 from sam_ros.ros.conversions import compressed_to_rgb, image_to_array
 
-# The sample clips of training.samples.VIDEOS, found here: under -P, `import training` finds
-# the `training` package that Meta's sam2 installs into site-packages before the lab's.
-DATA = Path(__file__).resolve().parents[2] / "data"
-VIDEO = str(DATA / "videos" / "01_dog.mp4")  # 1280 x 720, 29.97 fps, 121 frames
-SHORT_VIDEO = str(DATA / "videos" / "04_coffee.mp4")  # 60 frames
+VIDEO = str(VIDEOS[0])  # 1280 x 720, 29.97 fps, 121 frames
+SHORT_VIDEO = str(VIDEOS[2])  # 60 frames
 TIMEOUT = 20.0
+# A domain of this module's own (set for its tests by the `ros` fixture): the module's
+# players and subscribers must not meet the other modules' nodes.
+DOMAIN = 10 + os.getpid() % 80
 # One colour per image of the test folders: every channel differs, so RGB and BGR differ.
 COLOURS = [(200, 30, 90), (20, 180, 60), (70, 40, 230), (250, 250, 10), (5, 120, 160)]
 
-pytestmark = pytest.mark.skipif(not os.path.isfile(VIDEO), reason=f"no sample video {VIDEO}")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -364,7 +351,7 @@ def test_what_cannot_be_played_exits_2_naming_it(case, tmp_path, capsys):
                          f"no .jpg or .png images in folder {tmp_path / 'empty'}"),
         "start past the end": ([SHORT_VIDEO, "--start", "70"],
                                f"--start 70 is past the end of video file {SHORT_VIDEO}"),
-        "start past a folder": ([str(DATA / "images"), "--start", "3"],
+        "start past a folder": ([str(PHOTOS), "--start", "3"],
                                 "--start 3 is past the end of folder"),
         "calibration missing": ([VIDEO, "--calibration", "/no/cam.yaml"],
                                 "cannot read calibration /no/cam.yaml: No such file"),
