@@ -1,13 +1,14 @@
 """Launch the sam_ros lifecycle node.
 
     ros2 launch sam_ros sam_ros.launch.py image:=/camera/color/image_raw \
-        checkpoint:=/path/sam2.1_hiera_small.pt device:=cuda
+        checkpoint:=sam2.1_hiera_small device:=cuda
 
 Arguments: image (camera topic: remapped onto the node's `image`, and `<image>/compressed`
 onto `image/compressed`), params_file (default: the installed config/sam_ros.yaml),
 checkpoint and device (when given, they override the file), auto_start (default true:
-configure and activate the node at start; false leaves it unconfigured for a lifecycle
-manager).
+configure the node at start and activate it after its first successful configure; false
+leaves it unconfigured for a lifecycle manager). The node runs with the installed Fast DDS
+profile for large images unless FASTDDS_DEFAULT_PROFILES_FILE is set already.
 """
 
 import os
@@ -26,20 +27,27 @@ def _setup(context):
     def arg(name):
         return context.launch_configurations[name]
 
+    share = get_package_share_directory("sam_ros")
     image = arg("image")
     parameters = [arg("params_file")]
     overrides = {k: arg(k) for k in ("checkpoint", "device") if arg(k)}
     if overrides:
         parameters.append(overrides)
+    env = {}
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(share, "config",
+                                                            "fastdds_large_images.xml")
     node = LifecycleNode(
         package="sam_ros", executable="sam_ros_node", name="sam_ros", namespace="",
-        output="screen", parameters=parameters,
+        output="screen", parameters=parameters, additional_env=env,
         remappings=[("image", image), ("image/compressed", image + "/compressed")])
     actions = [node]
     if arg("auto_start").lower() in ("true", "1", "yes"):
+        # Once: later deactivations, cleanups and reconfigurations are the user's to make.
         actions += [
             RegisterEventHandler(OnStateTransition(
-                target_lifecycle_node=node, goal_state="inactive",
+                target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+                handle_once=True,
                 entities=[EmitEvent(event=ChangeState(
                     lifecycle_node_matcher=matches_action(node),
                     transition_id=Transition.TRANSITION_ACTIVATE))])),
@@ -59,7 +67,8 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="parameter file"),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="SAM 2 checkpoint path (overrides the file)"),
+                              description="SAM 2 checkpoint: a file or a model name "
+                                          "(overrides the file)"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu or cuda (overrides the file)"),
         DeclareLaunchArgument("auto_start", default_value="true",

@@ -1,8 +1,8 @@
 """Pictures of tracking results: masks coloured by object id, and contact sheets.
 
 No rclpy: the node draws its ~/overlay with this, and tools draw the same pictures offline.
-A track only needs the attributes ``id``, ``visible``, ``bbox`` and ``centroid`` (a
-sam_ros/ObjectTrack message has them).
+A track only needs the attributes ``id``, ``visible``, ``bbox`` and ``centroid``, and
+optionally ``label`` (a sam_ros/ObjectTrack message has them).
 """
 
 import cv2
@@ -23,7 +23,7 @@ for _i in range(1, 256):
 
 
 def overlay_image(rgb, labels, tracks):
-    """rgb with each object blended in its colour, its box and its id drawn."""
+    """rgb with each object blended in its colour, its box, id and label drawn."""
     l8 = np.where(labels > 0, (labels - 1) % 255 + 1, 0).astype(np.uint8) \
         if labels.max(initial=0) > 255 else labels.astype(np.uint8)
     colours = cv2.LUT(cv2.merge([l8, l8, l8]), _LUT.reshape(256, 1, 3))
@@ -35,7 +35,8 @@ def overlay_image(rgb, labels, tracks):
         colour = tuple(int(c) for c in _LUT[(t.id - 1) % 255 + 1, 0])
         cv2.rectangle(out, (int(t.bbox[0]), int(t.bbox[1])), (int(t.bbox[2]), int(t.bbox[3])),
                       colour, 2)
-        cv2.putText(out, str(t.id), (int(t.centroid[0]), int(t.centroid[1])),
+        text = f"{t.id} {t.label}" if getattr(t, "label", "") else str(t.id)
+        cv2.putText(out, text, (int(t.centroid[0]), int(t.centroid[1])),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
     return out
 

@@ -46,10 +46,8 @@ from ament_index_python.packages import get_package_prefix, get_package_share_di
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from sam_ros.drawing import contact_sheet, overlay_image
@@ -57,7 +55,8 @@ from sam_ros.masks import interior_point, mask_iou, mask_stats
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
 from sam_ros.srv import Segment
 
-from .conversions import array_to_image, image_to_array, stamp_key
+from .conversions import image_to_array, stamp_key
+from .play import ArraySource, Player
 from .prompt_client import call, change_state
 
 NAMESPACE = "/sam_ros_demo"  # the demo's node is /sam_ros_demo/sam_ros: no clash with others
@@ -141,7 +140,6 @@ class Demo:
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt
         self.stopping = threading.Event()
         self.node = rclpy.create_node("sam_ros_demo", namespace=NAMESPACE)
-        self.camera = self.node.create_publisher(Image, CAMERA, qos_profile_sensor_data)
         self.lock = threading.Lock()
         self.tracks, self.labels, self.overlays = {}, {}, {}
         self.diagnostics = []  # (arrival, values) of the node's statuses
@@ -185,27 +183,29 @@ class Demo:
         return {k: int(values[k]) for k in ("frames_in", "processed", "dropped")}
 
     def play(self, frames, fps, sent, prompted):
-        """Publish ``frames``; ``sent`` maps each stamp to (index, publish time). Until
-        ``prompted`` is set, frames go one at a time, each once the node has answered the
-        last (or a second has passed, when a frame is lost), so that the click lands on a
-        frame the node still holds however slow this machine is; then in real time."""
-        clock = self.node.get_clock()
-        t0 = None
-        for i, rgb in enumerate(frames):
-            if prompted.is_set():
-                t0 = time.perf_counter() - i / fps if t0 is None else t0
-                if self.stopping.wait(max(0.0, t0 + i / fps - time.perf_counter())):
+        """Play ``frames`` as the camera (``play.Player``); ``sent`` maps each stamp to
+        (index, publish time). Until ``prompted`` is set, frames go one at a time, each once
+        the node has answered the last (or a second has passed, when a frame is lost), so
+        that the click lands on a frame the node still holds however slow this machine is;
+        then in real time at ``fps``."""
+        def record(index, header):
+            sent[stamp_key(header.stamp)] = (index, time.perf_counter())
+
+        player = Player(self.node, ArraySource(frames, fps=fps), image_topic=CAMERA,
+                        frame_id=FRAME_ID, on_publish=record)
+        try:
+            if not player.wait_for_subscriber(self.stopping, TIMEOUT):
+                return
+            while not prompted.is_set() and not self.stopping.is_set():
+                frame = player.step()
+                if frame is None:
                     return
-            header = Header(stamp=clock.now().to_msg(), frame_id=FRAME_ID)
-            msg = array_to_image(rgb, "rgb8", header)
-            key = stamp_key(header.stamp)
-            sent[key] = (i, time.perf_counter())
-            self.camera.publish(msg)
-            if not prompted.is_set():
+                key = stamp_key(frame.header.stamp)
                 if wait_for(lambda: key in self.tracks or self.stopping.is_set(), 1.0):
                     wait_for(lambda: prompted.is_set() or self.stopping.is_set(), TIMEOUT)
-            if self.stopping.is_set():
-                return
+            player.run(fps, self.stopping)
+        finally:
+            player.close()
 
     def close(self):
         self.stopping.set()
@@ -264,7 +264,8 @@ def run_scene(demo, scene, fps):
         index = sent[stamp][0]
         x, y = scene.click_on(index)
         res = call(demo.caller, demo.segment, Segment.Request(
-            points=[x, y], labels=[1], stamp=Time(sec=stamp[0], nanosec=stamp[1])), TIMEOUT)
+            points=[x, y], labels=[1], stamp=Time(sec=stamp[0], nanosec=stamp[1]),
+            return_mask=True), TIMEOUT)
         run["prompt"] = dict(frame=index, point=[x, y], response=res)
     prompted.set()
     camera.join()
@@ -442,7 +443,7 @@ def main(argv=None):
                 print(f"the node failed to {command} (its log: {log_path})", file=sys.stderr)
                 return 1
         # discovery both ways before the first frame: best-effort frames are not resent
-        if not wait_for(lambda: demo.camera.get_subscription_count() and all(
+        if not wait_for(lambda: demo.node.count_subscribers(CAMERA) and all(
                 demo.node.count_publishers(NODE + t) for t in ("/tracks", "/masks", "/overlay")),
                 TIMEOUT):
             print("the node's topics did not connect", file=sys.stderr)

@@ -7,7 +7,8 @@ Lifecycle:
   activate    subscribes to the camera and starts the frame worker and the publishers.
   deactivate  unsubscribes and stops the worker (objects are kept).
   cleanup     frees the model and the tracker.
-  shutdown    all of the above.
+  shutdown    all of the above; then, unless exit_on_shutdown is false, the process ends
+              with status 0 (a finalized node can do nothing more).
 The publishers live as long as the node (lifecycle publishers: silent unless active), and
 the camera subscription is made without QoS event handlers. A transition runs in an executor
 thread while the spinning thread builds its wait set, and destroying an entity that has
@@ -30,6 +31,7 @@ Parts: ``parameters.py`` (the parameter table), ``worker.py`` (mailbox and threa
 import faulthandler
 import signal
 import sys
+import threading
 import time
 
 import rclpy
@@ -61,6 +63,7 @@ class SamRosNode(LifecycleNode):
         parameters.declare(self)
         self.add_on_set_parameters_callback(parameters.on_set(self))
         self.session = None  # set while configured
+        self.on_finalized = None  # main() ends the process through it
         self.worker = FrameWorker(self._process, self._frame_failed)
         self._sub = None
         self._timer = None
@@ -93,16 +96,22 @@ class SamRosNode(LifecycleNode):
             if problem:
                 self.get_logger().error(f"configure failed: {problem}")
                 return TransitionCallbackReturn.FAILURE
+        device = self._param("device")
+        problem = device_problem(device)
+        if problem:
+            self.get_logger().error(f"configure failed: {problem}")
+            return TransitionCallbackReturn.FAILURE
         ckpt = self._param("checkpoint") or BUNDLED_CHECKPOINT
         overrides = {}
         if self._param("image_size"):
             overrides["image_size"] = int(self._param("image_size"))
         t0 = time.perf_counter()
         try:
-            model = build_sam2(self._param("variant"), checkpoint=ckpt,
-                               device=self._param("device"), **overrides)
+            model = build_sam2(self._param("variant"), checkpoint=ckpt, device=device,
+                               **overrides)
             tracker = StreamingTracker(model, precision=self._param("dtype"),
                                        ring_size=int(self._param("ring_size")),
+                                       ring_span=float(self._param("prompt_history")) or None,
                                        max_cond_frames=int(self._param("max_cond_frames")))
         except CheckpointError as e:
             self.get_logger().error(f"configure failed: {e}")
@@ -145,7 +154,11 @@ class SamRosNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
         self._free()
-        self.get_logger().info("shut down")
+        if self._param("exit_on_shutdown") and self.on_finalized is not None:
+            self.get_logger().info("shut down: the process ends (exit_on_shutdown)")
+            self.on_finalized()
+        else:
+            self.get_logger().info("shut down")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -169,10 +182,7 @@ class SamRosNode(LifecycleNode):
         session, self.session = self.session, None
         if session is None:
             return
-        with session.lock:
-            device = session.tracker.model.device
-            session.tracker = None
-        if device.type == "cuda":
+        if session.close().type == "cuda":
             import torch
             torch.cuda.empty_cache()
 
@@ -215,7 +225,8 @@ class SamRosNode(LifecycleNode):
         t1 = time.perf_counter()
         results = session.step(rgb, msg.header)
         t2 = time.perf_counter()
-        self.outputs.publish_frame(msg.header, rgb, results, masks=self._param("publish_masks"),
+        self.outputs.publish_frame(msg.header, rgb, results, session.labels,
+                                   masks=self._param("publish_masks"),
                                    overlay=self._param("publish_overlay"))
         t3 = time.perf_counter()
         s = self.stats
@@ -238,6 +249,9 @@ class SamRosNode(LifecycleNode):
     def _require_active(self):
         """The session, or ValueError saying why the node cannot answer now."""
         session = self.session
+        if self.lifecycle_state_label() == "finalized":
+            raise ValueError("node is shut down (finalized): it cannot be configured again; "
+                             "start a new one")
         if session is None:
             raise ValueError("node is not configured: configure and activate it first")
         if self._sub is None:
@@ -248,10 +262,11 @@ class SamRosNode(LifecycleNode):
         res.success = False
         try:
             prompt = segment_prompt(req)
-            object_id, result = self._require_active().segment(
-                prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once)
-            fill_segment_response(res, object_id, result)
-            res.success, res.message = True, "ok"
+            object_id, result, note = self._require_active().segment(
+                prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once,
+                label=req.label)
+            fill_segment_response(res, object_id, result, req.return_mask)
+            res.success, res.message = True, note or "ok"
         except ValueError as e:
             res.message = str(e)
         except Exception as e:  # never crash the node on a request
@@ -261,25 +276,49 @@ class SamRosNode(LifecycleNode):
             self.get_logger().warning(f"segment refused: {res.message}")
         return res
 
+    def _configured(self):
+        """The session, or ValueError saying why there is none."""
+        if self.lifecycle_state_label() == "finalized":
+            raise ValueError("node is shut down (finalized): it has no objects")
+        if self.session is None:
+            raise ValueError("node is not configured")
+        return self.session
+
     def _on_remove(self, req, res):
-        session = self.session
-        if session is None:
-            res.success, res.message = False, "node is not configured"
-            return res
         try:
-            session.remove(int(req.object_id))
+            self._configured().remove(int(req.object_id))
             res.success, res.message = True, f"removed object {req.object_id}"
         except ValueError as e:
             res.success, res.message = False, str(e)
         return res
 
     def _on_reset(self, req, res):
-        session = self.session
-        if session is None:
-            res.success, res.message = False, "node is not configured"
-        else:
-            res.success, res.message = True, f"removed {session.reset()} objects"
+        try:
+            res.success, res.message = True, f"removed {self._configured().reset()} objects"
+        except ValueError as e:
+            res.success, res.message = False, str(e)
         return res
+
+
+def device_problem(device):
+    """Why torch ``device`` cannot be used here, or None."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        return f"device {device!r} is not a torch device (cpu, cuda, cuda:N): {e}"
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            return f"device {device!r}: {why} (torch {torch.__version__}); use device cpu"
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            return (f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) "
+                    f"visible")
+    elif kind.type != "cpu":
+        return f"device {device!r}: only cpu and cuda devices are supported"
+    return None
 
 
 def main(args=None):
@@ -294,6 +333,17 @@ def main(args=None):
     node = SamRosNode()
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
+    # After a shutdown transition, end the spin once its answer is out (a transition's
+    # callback runs inside the executor, which cannot be shut down from there).
+    finalized = threading.Event()
+    node.on_finalized = finalized.set
+
+    def end_when_finalized():
+        finalized.wait()
+        time.sleep(0.5)  # the lifecycle service's answer goes out first
+        executor.shutdown()
+
+    threading.Thread(target=end_when_finalized, name="sam_ros_exit", daemon=True).start()
     if auto:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             node.trigger_activate()

@@ -15,15 +15,16 @@ from sam_ros.msg import ObjectTrack, ObjectTrackArray
 from .conversions import array_to_image
 
 
-def track_message(header, results):
-    """The ObjectTrackArray of one frame's ``{id: TrackResult}``, ids in order; box, centroid
-    and area are of each object's own mask."""
+def track_message(header, results, labels):
+    """The ObjectTrackArray of one frame's ``{id: TrackResult}``, ids in order, with their
+    ``labels`` (id -> class name); box, centroid and area are of each object's own mask."""
     out = ObjectTrackArray(header=header)
     for obj_id in sorted(results):
         r = results[obj_id]
         area, bbox, centroid = mask_stats(r.mask) if r.visible else (0, [0, 0, 0, 0], (0.0, 0.0))
         out.objects.append(ObjectTrack(
-            id=int(obj_id), visible=bool(r.visible and area > 0), score=float(r.score),
+            id=int(obj_id), label=labels.get(obj_id, ""), visible=bool(r.visible and area > 0),
+            score=float(r.score),
             iou=float(r.iou), bbox=bbox, centroid=[float(centroid[0]), float(centroid[1])],
             area=area))
     return out
@@ -39,10 +40,10 @@ class Outputs:
         self.overlay = node.create_lifecycle_publisher(Image, "~/overlay", 10)
         self.diagnostics = node.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
 
-    def publish_frame(self, header, rgb, results, masks=True, overlay=True):
+    def publish_frame(self, header, rgb, results, labels, masks=True, overlay=True):
         """Publish one frame's results: tracks always; the label image (``masks``) and the
         overlay (``overlay``) where wanted and subscribed to."""
-        tracks = track_message(header, results)
+        tracks = track_message(header, results, labels)
         self.tracks.publish(tracks)
         want_masks = masks and self.masks.get_subscription_count() > 0
         want_overlay = overlay and self.overlay.get_subscription_count() > 0

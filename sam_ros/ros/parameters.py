@@ -56,8 +56,12 @@ SPECS = (
     Spec("dtype", "float32", "inference precision", choices=PRECISIONS),
     Spec("image_size", 0, "model input size in pixels, multiple of 16; 0 = the variant's "
          "(1024; 256 for sam_ros_mini)", integers=(0, 2048, 16)),
-    Spec("ring_size", 8, "recent frames kept for prompts on past frames (stamp in Segment)",
-         integers=(1, 64, 1)),
+    Spec("ring_size", 16, "most frames kept for prompts on past frames (stamp in Segment); "
+         "each holds one frame's image features (16 MiB at image_size 1024)",
+         integers=(1, 256, 1)),
+    Spec("prompt_history", 10.0, "seconds a prompt can reach back (stamp in Segment): the "
+         "ring_size kept frames spread over them, the newest half dense; 0 = only the last "
+         "ring_size frames", floats=(0.0, 600.0)),
     Spec("max_cond_frames", 8, "cap on each object's prompted (conditioning) frames",
          integers=(2, 64, 1)),
     Spec("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); "
@@ -70,6 +74,8 @@ SPECS = (
          floats=(0.1, 60.0)),
     Spec("error_log_period", 5.0, "seconds between repeated input error log lines",
          read_at=LIVE, floats=(0.0, 3600.0)),
+    Spec("exit_on_shutdown", True, "end the process (exit status 0) once the node is shut "
+         "down; false keeps it running, finalized", read_at=LIVE),
 )
 BY_NAME = {spec.name: spec for spec in SPECS}
 

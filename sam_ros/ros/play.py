@@ -400,11 +400,13 @@ class Player:
     published size) on ``info_topic`` under the same header. ``frames`` limits each pass over
     the source; ``loop`` starts it again at its end.
 
-    ``step()`` publishes the next frame now; ``run()`` publishes the rest at a rate."""
+    ``step()`` publishes the next frame now; ``run()`` publishes the rest at a rate.
+    ``on_publish(index, header)``, if given, is called as each frame goes out (a program that
+    measures what comes back for each frame)."""
 
     def __init__(self, node, source, *, encoding="rgb8", size=None, frame_id="camera",
                  camera_info=None, frames=None, loop=False, qos=None, image_topic="image",
-                 info_topic="camera_info", jpeg_quality=90):
+                 info_topic="camera_info", jpeg_quality=90, on_publish=None):
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -422,7 +424,7 @@ class Player:
                              f"the published frames are {self.size[0]}x{self.size[1]}")
         self.frame_id, self.camera_info, self.frames, self.loop = (
             frame_id, camera_info, frames, loop)
-        self.jpeg_quality = jpeg_quality
+        self.jpeg_quality, self.on_publish = jpeg_quality, on_publish
         qos = qos or qos_profile_sensor_data
         if encoding in RAW_ENCODINGS:
             self.image_pub = node.create_publisher(Image, image_topic, qos)
@@ -486,6 +488,8 @@ class Player:
 
         header = Header(stamp=self.node.get_clock().now().to_msg(), frame_id=self.frame_id)
         msg.header = header
+        if self.on_publish is not None:
+            self.on_publish(self.index, header)
         self.image_pub.publish(msg)
         if self.info_pub is not None:
             self.camera_info.header = header

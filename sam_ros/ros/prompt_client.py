@@ -44,6 +44,7 @@ def parse_args(argv):
     seg.add_argument("--stamp", default="", help="stamp of a recent frame, SEC.NANOSEC "
                      "(default: the latest frame)")
     seg.add_argument("--once", action="store_true", help="answer once, do not track")
+    seg.add_argument("--label", default="", help="class name carried on the track")
     seg.add_argument("--out", help="write the mask to this PNG")
     rm = sub.add_parser("remove", help="stop tracking an object")
     rm.add_argument("object_id", type=int)
@@ -110,6 +111,8 @@ def main(argv=None):
             req.box = args.box or []
             req.object_id = args.id
             req.once = args.once
+            req.label = args.label
+            req.return_mask = bool(args.out)
             if args.stamp:
                 sec, _, frac = args.stamp.partition(".")
                 req.stamp = Time(sec=int(sec), nanosec=int((frac or "0").ljust(9, "0")[:9]))
@@ -119,11 +122,10 @@ def main(argv=None):
             if not res.success:
                 print(f"refused: {res.message}")
                 return 1
-            import numpy as np
-            area = int(np.count_nonzero(np.frombuffer(res.mask.data, np.uint8)))
             print(f"object {res.object_id}: score {res.score:.3f} iou {res.iou:.3f} "
-                  f"bbox {list(res.bbox)} area {area} px, frame {res.stamp.sec}."
-                  f"{res.stamp.nanosec:09d}")
+                  f"bbox {[int(v) for v in res.bbox]} area {res.area} px, frame "
+                  f"{res.stamp.sec}.{res.stamp.nanosec:09d}"
+                  + ("" if res.message == "ok" else f" ({res.message})"))
             if args.out:
                 import cv2
 

@@ -43,13 +43,16 @@ def segment_prompt(req):
     return prompt
 
 
-def fill_segment_response(res, object_id, result):
-    """Fill a Segment response from the answer on the frame the request named."""
+def fill_segment_response(res, object_id, result, with_mask):
+    """Fill a Segment response from the answer on the frame the request named (the mask
+    image only ``with_mask``)."""
     header = result.stamp  # the tracker's stamp of a frame is its message header
-    _, bbox, _ = mask_stats(result.mask)
+    area, bbox, _ = mask_stats(result.mask)
     res.object_id = int(object_id)
     res.score = float(result.score)
     res.iou = float(result.iou)
     res.bbox = bbox
-    res.mask = array_to_image(result.mask.view(np.uint8) * np.uint8(255), "mono8", header)
+    res.area = area
+    if with_mask:
+        res.mask = array_to_image(result.mask.view(np.uint8) * np.uint8(255), "mono8", header)
     res.stamp = header.stamp if header is not None else Time()

@@ -14,6 +14,7 @@ SAM_ROS_REQUIRE_ROS=1, which turns a missing build into a failure instead of a s
 
 import itertools
 import os
+import re
 import resource
 import sys
 import threading
@@ -91,6 +92,7 @@ class Harness:
             Parameter("checkpoint", value="/nonexistent/sam2_missing.pt"),
             Parameter("image_size", value=256),
             Parameter("ring_size", value=4),
+            Parameter("prompt_history", value=0.0),  # the last ring_size frames only
             Parameter("diagnostics_period", value=0.2),
             Parameter("error_log_period", value=1.0)])
         self.client = rclpy.create_node("sam_ros_test_client", context=self.context)
@@ -349,14 +351,17 @@ def test_segment_before_any_frame(ros):
 def test_prompt_then_tracks_and_label_images_carry_the_source_header(ros, frame_rgb):
     header, tracks = ros.publish_and_wait(frame_rgb)
     assert tracks.header == header and tracks.objects == []
-    res = ros.segment(points=[160.0, 120.0], labels=[1])
+    short = ros.segment(points=[160.0, 120.0], labels=[1], once=True)
+    assert short.success and len(short.mask.data) == 0  # no mask unless asked for
+    res = ros.segment(points=[160.0, 120.0], labels=[1], return_mask=True, label="truck")
     assert res.success, res.message
     assert res.object_id == 1 and res.message == "ok"
-    assert res.stamp == header.stamp
+    assert res.stamp == header.stamp and short.stamp == header.stamp
     assert res.mask.header == header
     assert (res.mask.height, res.mask.width, res.mask.encoding) == (H, W, "mono8")
     mask = ros_image.image_to_array(res.mask)
     assert set(np.unique(mask)) <= {0, 255}
+    assert res.area == np.count_nonzero(mask) == short.area
     if mask.any():
         ys, xs = np.nonzero(mask)
         assert list(res.bbox) == [xs.min(), ys.min(), xs.max(), ys.max()]
@@ -370,6 +375,7 @@ def test_prompt_then_tracks_and_label_images_carry_the_source_header(ros, frame_
     header, tracks = ros.publish_and_wait(frame_rgb)
     assert tracks.header == header  # stamp and frame_id unchanged
     assert [o.id for o in tracks.objects] == [1, 2]
+    assert [o.label for o in tracks.objects] == ["truck", ""]  # a refinement keeps the label
     for o in tracks.objects:
         assert len(o.bbox) == 4 and len(o.centroid) == 2
         if o.visible:
@@ -419,7 +425,7 @@ def test_prompt_on_a_recent_past_frame(ros, frame_rgb):
     ros.add_objects(frame_rgb, 2)
     past, _ = ros.publish_and_wait(frame_rgb)
     ros.publish_and_wait(frame_rgb)
-    res = ros.segment(points=[100.0, 100.0], labels=[1], stamp=past.stamp)
+    res = ros.segment(points=[100.0, 100.0], labels=[1], stamp=past.stamp, return_mask=True)
     assert res.success, res.message
     assert res.stamp == past.stamp and res.mask.header == past
     assert res.object_id == 3
@@ -561,10 +567,39 @@ def test_prompt_client(ros, frame_rgb, tmp_path):
     r = run("segment", "--point", "160,120", "--point", "10,10,0", "--once", "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "object 0" in r.stdout and out.exists()
+    # the box as plain numbers, as typed (not numpy's reprs)
+    assert re.search(r"bbox \[\d+, \d+, \d+, \d+\]", r.stdout), r.stdout
     r = run("segment", "--id", "42", "--point", "160,120")
     assert r.returncode == 1 and "unknown object id 42" in r.stdout, r.stdout + r.stderr
     r = run("state")
     assert r.returncode == 0 and r.stdout.strip() == "active", r.stdout + r.stderr
+
+
+def test_parameters_change_when_they_take_effect(ros):
+    """A parameter read at configure is refused while configured, one read at activate
+    while active, with the transition to run first; live ones change at once; values out of
+    their choices are refused in any state (dtype float16 ran 7x slower on a CPU)."""
+    def set_one(name, value):
+        return ros.node.set_parameters([Parameter(name, value=value)])[0]
+
+    assert ros.state() == State.PRIMARY_STATE_ACTIVE
+    refused = set_one("checkpoint", "/some/other.pt")
+    assert not refused.successful and "cleanup" in refused.reason, refused.reason
+    refused = set_one("input_transport", "compressed")
+    assert not refused.successful and "deactivate" in refused.reason, refused.reason
+    refused = set_one("dtype", "float16")
+    assert not refused.successful and "float32, bfloat16" in refused.reason, refused.reason
+    assert ros.node.get_parameter("dtype").value == "float32"
+    assert set_one("publish_overlay", False).successful
+    assert set_one("publish_overlay", True).successful
+
+
+def test_configure_names_a_device_it_cannot_use():
+    from sam_ros.ros.node import device_problem
+    assert device_problem("cpu") is None
+    assert "not a torch device" in device_problem("gpu0")
+    if not torch.cuda.is_available():
+        assert "use device cpu" in device_problem("cuda")
 
 
 def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
@@ -588,6 +623,10 @@ def test_compressed_input_and_the_remaining_transitions(ros, frame_rgb):
     assert ros.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN)
     assert ros.state() == State.PRIMARY_STATE_FINALIZED
     assert ros.node.session is None
+    res = ros.segment(points=[10.0, 10.0], labels=[1])
+    assert not res.success and "shut down" in res.message, res.message
+    res = ros.call(ros.reset_cli, Trigger.Request())
+    assert not res.success and "shut down" in res.message, res.message
 
 
 def test_mask_stats_label_image_and_overlay():
@@ -646,6 +685,31 @@ def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
             assert h.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
         assert h.state() == State.PRIMARY_STATE_FINALIZED
         assert h.node.session is None and not h.node.worker.alive
+    finally:
+        h.close()
+
+
+def test_a_prompt_reaches_back_prompt_history_seconds(checkpoint, frame_rgb):
+    """With prompt_history, a stamp of several seconds ago still names a frame (the nearest
+    one the thinned ring holds, said in the message), with at most ring_size frames held;
+    a stamp older than that is refused. Frames here are 1 s apart."""
+    h = Harness(checkpoint, domain_id=next(SPARE_DOMAINS))
+    try:
+        h.node.set_parameters([Parameter("checkpoint", value=checkpoint),
+                               Parameter("ring_size", value=6),
+                               Parameter("prompt_history", value=12.0)])
+        assert h.transition(Transition.TRANSITION_CONFIGURE)
+        assert h.transition(Transition.TRANSITION_ACTIVATE)
+        headers = [h.publish_and_wait(frame_rgb)[0] for _ in range(16)]
+        tracker = h.node.session.tracker
+        assert len(tracker.ring_frames) <= 6
+        held = {(s.stamp.sec, s.stamp.nanosec) for s in tracker.ring_stamps}
+        back = next(x for x in headers[-11:-3] if (x.stamp.sec, x.stamp.nanosec) not in held)
+        res = h.segment(points=[100.0, 100.0], labels=[1], stamp=back.stamp)
+        assert res.success and "nearest" in res.message, res.message
+        assert abs(res.stamp.sec - back.stamp.sec) <= 2 and res.stamp != back.stamp
+        res = h.segment(points=[100.0, 100.0], labels=[1], stamp=headers[0].stamp)
+        assert not res.success and "prompt_history" in res.message, res.message
     finally:
         h.close()
 
