@@ -8,11 +8,12 @@ tracks.
 
 Objects are ellipses whose half-axes are an eighth and a tenth of the image height (about
 20,000 px each at 720p, 9,000 at 480p; placed at random, they may overlap), each at its own
-depth in front of a wall, with 5 % of the depth pixels missing (zeros) and 1 % speckle. The 3D step is
-timed with the masks' boxes given (the node has them from ObjectTrack), without them, on a
-32FC1 image instead of 16UC1, and with a point cloud every 4 px; matching with one detection
-per track (boxes jittered by 3 px), and as a detector flooding 200 boxes with 16 tracks
-alive (``max_objects``). Milliseconds per frame, median of 50 (after 3 warm-up runs).
+depth in front of a wall, with 5 % of the depth pixels missing (zeros) and 1 % speckle.
+The 3D step is timed with the masks' boxes given (the node has them from
+ObjectTrack), without them, on a 32FC1 image instead of 16UC1, and with a point cloud every
+4 px; matching with one detection per track (boxes jittered by 3 px), and with 200 more
+boxes from a flooding detector (``max_objects`` 16: the tracks fill up to it, the rest are
+refused). Milliseconds per frame, median of 50 (after 3 warm-up runs).
 """
 
 from functools import partial
@@ -41,7 +42,8 @@ def scene(width, height, count, rng):
     depth = np.full((height, width), 3000, np.uint16)
     masks, boxes = [], []
     for i in range(count):
-        centre = (int(width * (0.1 + 0.8 * rng.random())), int(height * (0.15 + 0.7 * rng.random())))
+        centre = (int(width * (0.1 + 0.8 * rng.random())),
+                  int(height * (0.15 + 0.7 * rng.random())))
         axes = (height // 8, height // 10)
         mask = cv2.ellipse(np.zeros((height, width), np.uint8), centre, axes, 0, 0, 360, 1, -1)
         mask = mask.astype(bool)
