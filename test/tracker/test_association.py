@@ -3,6 +3,10 @@ it: each frame the tracker's boxes are observed into a ``TrackTable``, then the 
 detections are associated and new tracks started. The tracker here is a stand-in that sees
 every object where it is, unless the test hides it."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -238,3 +242,12 @@ def test_observe_and_tracks():
 def test_bad_options(bad):
     with pytest.raises(ValueError):
         AssociationOptions(**bad)
+
+
+def test_the_perception_cores_import_without_torch_or_rclpy():
+    code = ("import sys, sam_ros.tracker.association, sam_ros.tracker.depth; "
+            "print(sorted({'torch', 'rclpy'} & set(sys.modules)))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.strip() == "[]"
