@@ -13,9 +13,13 @@ The 3D step is timed with the masks' boxes given (the node has them from
 ObjectTrack), without them, on a 32FC1 image instead of 16UC1, and with a point cloud every
 4 px; matching with one detection per track (boxes jittered by 3 px), and with 200 more
 boxes from a flooding detector (``max_objects`` 16: the tracks fill up to it, the rest are
-refused). Milliseconds per frame, median of 50 (after 3 warm-up runs).
+refused). Milliseconds per frame, median of 50 (after 3 warm-up runs); for the first, also
+the thread's CPU time, which waiting for a core on a busy machine does not inflate.
 """
 
+import os
+import statistics
+import time
 from functools import partial
 
 import cv2
@@ -83,25 +87,41 @@ def matching(boxes, rng, flood=0):
     return frame
 
 
+def cpu_time(fn, repeats):
+    """Median CPU time of this thread in ``fn()``: what the step costs when the machine is
+    busy with other work (wall time then includes waiting for a core)."""
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        times.append(time.thread_time() - start)
+    return statistics.median(times)
+
+
 def main():
     rng = np.random.default_rng(0)
-    print("| frame | tracks | 3D, boxes given | 3D, boxes found | 3D, 32FC1 | 3D + cloud 4 px "
-          "| matching | matching, 200 boxes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall times "
+          f"include waiting for a core when it is above that)")
+    print("| frame | tracks | 3D, boxes given | (its CPU time) | 3D, boxes found | 3D, 32FC1 "
+          "| 3D + cloud 4 px | matching | matching, 200 boxes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for width, height in SIZES:
         cam = camera(width, height)
         for count in TRACKS:
             depth, masks, boxes = scene(width, height, count, rng)
             metres = np.where(depth > 0, depth / 1000.0, np.nan).astype(np.float32)
+            given = partial(measure_objects, depth, cam, masks, boxes)
             ms = [timed(fn, REPEATS, warmup=3)[0] * 1e3 for fn in (
-                partial(measure_objects, depth, cam, masks, boxes),
+                given,
                 partial(measure_objects, depth, cam, masks),
                 partial(measure_objects, metres, cam, masks, boxes),
                 partial(measure_objects, depth, cam, masks, boxes, cloud_step=4),
                 matching(boxes, rng),
                 matching(boxes, rng, flood=200))]
+            ms.insert(1, cpu_time(given, REPEATS) * 1e3)
             print(f"| {width} x {height} | {count} | " + " | ".join(f"{t:.2f}" for t in ms)
                   + " |")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ a 640 x 480 camera with its ground-truth masks. The truth is the scene itself: t
 the box's front face, the sphere's and plate's extents, and for the centre's definition
 (the median of the visible surface) the median of the exact ray-cast points."""
 
+import functools
 import types
 
 import numpy as np
@@ -50,9 +51,10 @@ SCENES = {
 }
 
 
-def render_scene(name, camera=CAMERA):
+@functools.cache
+def render_scene(name):
     shapes, extent = SCENES[name]
-    scene = render(camera, shapes)
+    scene = render(CAMERA, shapes)
     return scene, scene.mask(1), extent
 
 
