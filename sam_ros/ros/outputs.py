@@ -11,6 +11,7 @@ from sensor_msgs.msg import Image
 from sam_ros.drawing import overlay_image
 from sam_ros.masks import mask_stats
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
+from sam_ros.tracker import label_image
 
 from .conversions import array_to_image
 
@@ -49,8 +50,6 @@ class Outputs:
         want_overlay = overlay and self.overlay.get_subscription_count() > 0
         if not (want_masks or want_overlay):
             return
-        from sam_ros.tracker import label_image  # torch loads at configure, not at import
-
         labels = label_image(rgb.shape[:2], results)
         if want_masks:
             self.masks.publish(array_to_image(labels, "mono16", header))
