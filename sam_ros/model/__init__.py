@@ -6,6 +6,7 @@ import torch
 
 from .checkpoint import CheckpointError, detect_variant, load_into, read_state_dict, save_checkpoint
 from .configs import VARIANTS, Sam2Config, get_config
+from .hub import CHECKPOINTS, CheckpointFetchError, fetch_checkpoint, resolve_checkpoint
 from .predictor import SamImagePredictor
 from .sam2 import SAM2
 
@@ -19,6 +20,8 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
     """Build a SAM 2 model, loading a checkpoint in Meta's format.
 
     With no arguments this is the bundled ``sam_ros_mini`` model (``BUNDLED_CHECKPOINT``).
+    ``checkpoint`` is a path or an official name such as ``"sam2.1_hiera_small"`` (see
+    ``CHECKPOINTS``: taken from the cache, downloaded on first use; ``hub``).
     ``variant`` is a name such as ``"sam2.1_hiera_t"`` (see ``VARIANTS``), a ``Sam2Config``,
     or ``"auto"`` to read it off the checkpoint; a named variant without a checkpoint has
     random weights. ``overrides`` change config fields that do not alter the weights'
@@ -28,6 +31,7 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
         checkpoint = BUNDLED_CHECKPOINT
     state_dict = None
     if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint)
         state_dict = read_state_dict(checkpoint)
     if variant == "auto":
         variant = detect_variant(state_dict, source=f"checkpoint {os.fspath(checkpoint)}")
@@ -39,4 +43,5 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
 
 __all__ = ["BUNDLED_CHECKPOINT", "SAM2", "Sam2Config", "SamImagePredictor", "VARIANTS", "CheckpointError",
            "build_sam2", "get_config", "save_checkpoint", "read_state_dict", "detect_variant",
-           "load_into"]
+           "load_into", "CHECKPOINTS", "CheckpointFetchError", "fetch_checkpoint",
+           "resolve_checkpoint"]
