@@ -139,9 +139,20 @@ def official_checkpoint(text):
     return None
 
 
+def lookup_official(name):
+    """``official_checkpoint``, raising a CheckpointError with a hint for an unknown name."""
+    checkpoint = official_checkpoint(name)
+    if checkpoint is None:
+        close = difflib.get_close_matches(os.fspath(name), list(CHECKPOINTS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise CheckpointError(f"{name!r} is not an official SAM 2 checkpoint name "
+                              f"(known: {', '.join(CHECKPOINTS)}){hint}")
+    return checkpoint
+
+
 def cached_path(name):
     """The cached file of an official checkpoint, or None if it is not cached."""
-    path = cache_dir() / _lookup(name).filename
+    path = cache_dir() / lookup_official(name).filename
     return path if path.is_file() else None
 
 
@@ -157,12 +168,11 @@ def resolve_checkpoint(checkpoint, progress=None):
     if official is not None:
         return fetch_checkpoint(official.name, progress=progress)
     if "/" not in text and os.sep not in text and not text.endswith(
-            (".pt", ".pth", ".safetensors", ".bin")):
-        close = difflib.get_close_matches(text, list(CHECKPOINTS), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise CheckpointError(
-            f"checkpoint {text}: no such file, and not an official checkpoint name "
-            f"(known: {', '.join(CHECKPOINTS)}){hint}")
+            (".pt", ".pth", ".safetensors", ".bin")):  # meant as a name, not a path
+        try:
+            lookup_official(text)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {text}: no such file, and {exc}") from None
     return checkpoint
 
 
@@ -170,7 +180,7 @@ def fetch_checkpoint(name, progress=None, timeout=None):
     """The cached file of an official checkpoint, downloaded first if it is not cached.
 
     Raises ``CheckpointFetchError`` (a ``CheckpointError``) naming every source tried."""
-    checkpoint = _lookup(name)
+    checkpoint = lookup_official(name)
     home = cache_dir()
     target = home / checkpoint.filename
     if target.is_file():
@@ -246,16 +256,6 @@ def percent_logger(log_line, label, step=10):
 
 class _Failed(Exception):
     """One source failed; the message says how (the caller tries the next source)."""
-
-
-def _lookup(name):
-    checkpoint = official_checkpoint(name)
-    if checkpoint is None:
-        close = difflib.get_close_matches(os.fspath(name), list(CHECKPOINTS), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise CheckpointError(f"{name!r} is not an official SAM 2 checkpoint name "
-                              f"(known: {', '.join(CHECKPOINTS)}){hint}")
-    return checkpoint
 
 
 def _sources(checkpoint, timeout):
@@ -501,5 +501,5 @@ def _hub_progress_class(label, known_total, callback):
 
 
 __all__ = ["CHECKPOINTS", "META_BASE_URL", "CheckpointFetchError", "OfficialCheckpoint",
-           "cache_dir", "cached_path", "check_file", "fetch_checkpoint", "is_offline", "official_checkpoint",
-           "percent_logger", "resolve_checkpoint"]
+           "cache_dir", "cached_path", "check_file", "fetch_checkpoint", "is_offline",
+           "lookup_official", "official_checkpoint", "percent_logger", "resolve_checkpoint"]

@@ -22,7 +22,7 @@ from sam_ros.model.hub import (
     check_file,
     fetch_checkpoint,
     is_offline,
-    official_checkpoint,
+    lookup_official,
     percent_logger,
 )
 
@@ -60,20 +60,19 @@ def main(argv=None):
     if not args.names and not args.list and not args.verify:
         parser.error("give checkpoint names to fetch, or --list, or --verify")
 
-    checkpoints = []
-    for name in args.names:
-        checkpoint = official_checkpoint(name)
-        if checkpoint is None:
-            parser.exit(2, f"fetch: {name!r} is not an official checkpoint name; known: "
-                           f"{', '.join(CHECKPOINTS)}\n")
-        checkpoints.append(checkpoint)
+    try:
+        checkpoints = [lookup_official(name) for name in args.names]
+    except CheckpointError as exc:
+        parser.exit(2, f"fetch: {exc}\n")
     if args.list:
         list_checkpoints(sys.stdout)
 
     failed = False
     if args.verify:
-        for checkpoint in checkpoints or [c for c in CHECKPOINTS.values()
-                                          if cached_path(c.name)]:
+        checkpoints = checkpoints or [c for c in CHECKPOINTS.values() if cached_path(c.name)]
+        if not checkpoints:
+            print(f"nothing cached in {cache_dir()}")
+        for checkpoint in checkpoints:
             problem = verify(checkpoint)
             print(f"{checkpoint.name}: {'OK' if problem is None else problem}")
             failed |= problem is not None

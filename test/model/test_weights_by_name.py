@@ -436,7 +436,7 @@ def test_names_and_paths(cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sam2.1_hiera_tiny").write_bytes(b"x")
     assert hub.resolve_checkpoint("sam2.1_hiera_tiny") == "sam2.1_hiera_tiny"
-    with pytest.raises(CheckpointError, match="not an official checkpoint name.*did you mean "
+    with pytest.raises(CheckpointError, match="not an official SAM 2 checkpoint name.*did you mean "
                                               "sam2.1_hiera_small"):
         build_sam2(checkpoint="sam2.1_hiera_smal")
     with pytest.raises(CheckpointError, match="nope.pt: no such file"):
