@@ -82,7 +82,11 @@ CASES = {  # name: (variant, saved by Sam2VideoModel (everything) or Sam2Model (
 }
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+FULL = [case for case, (_, video) in CASES.items() if video]
+IMAGE_ONLY = [case for case, (_, video) in CASES.items() if not video]
+
+
+@pytest.fixture(scope="module")
 def saved(request, tmp_path_factory):
     """(case, transformers model as saved, folder written by save_pretrained)."""
     variant, video = CASES[request.param]
@@ -128,6 +132,7 @@ def in_pixels(prompt, w, h):
     return prompt
 
 
+@pytest.mark.parametrize("saved", list(CASES), indirect=True)
 def test_predictions_match_transformers(saved, image_oracle, ours):
     case, _, _ = saved
     variant, video = CASES[case]
@@ -163,11 +168,10 @@ def test_predictions_match_transformers(saved, image_oracle, ours):
         assert masks.shape[-2:] == (h, w)
 
 
+@pytest.mark.parametrize("saved", FULL, indirect=True)
 def test_memory_path_matches_transformers(saved, ours):
     case, hf, _ = saved
-    variant, video = CASES[case]
-    if not video:
-        pytest.skip("an image-only save has no memory path")
+    variant, _ = CASES[case]
     side = SIZE // 16
     gen = torch.Generator().manual_seed(1)
     features = torch.randn(1, 256, side, side, generator=gen)
@@ -200,19 +204,16 @@ def test_memory_path_matches_transformers(saved, ours):
         assert torch.equal(mine, theirs)
 
 
+@pytest.mark.parametrize("saved", IMAGE_ONLY, indirect=True)
 def test_image_only_save_refuses_to_track(saved, ours):
-    case, _, _ = saved
-    if CASES[case][1]:
-        pytest.skip("a full save tracks")
     embed = torch.zeros(1, 256, SIZE // 16, SIZE // 16)
     with pytest.raises(RuntimeError, match="image-only checkpoint.*cannot track|no memory weights"):
         ours.encode_memory(embed, torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1), True)
 
 
+@pytest.mark.parametrize("saved", FULL[:1], indirect=True)
 def test_found_by_content_and_bad_files(saved, tmp_path):
-    case, hf, folder = saved
-    if case != "2.1 tiny, full":
-        pytest.skip("once is enough")
+    _, hf, folder = saved
     # the file itself, under any name: recognised by its header
     renamed = tmp_path / "weights.bin"
     shutil.copy(folder / "model.safetensors", renamed)
