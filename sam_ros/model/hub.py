@@ -194,7 +194,12 @@ def fetch_checkpoint(name, progress=None, timeout=None):
         raise CheckpointFetchError(checkpoint, [], target,
                                    f"cannot create the cache folder {home}: {exc}") from None
     if timeout is None:
-        timeout = float(os.environ.get("SAM_ROS_DOWNLOAD_TIMEOUT") or DEFAULT_TIMEOUT_S)
+        setting = os.environ.get("SAM_ROS_DOWNLOAD_TIMEOUT") or str(DEFAULT_TIMEOUT_S)
+        try:
+            timeout = float(setting)
+        except ValueError:
+            raise CheckpointError(f"SAM_ROS_DOWNLOAD_TIMEOUT={setting!r}: not a number of "
+                                  "seconds") from None
     attempts = []
     try:
         with _exclusive(home / f".{checkpoint.filename}.lock"):
