@@ -6,6 +6,8 @@ import torch
 
 from .checkpoint import CheckpointError, detect_variant, load_into, read_state_dict, save_checkpoint
 from .configs import VARIANTS, Sam2Config, get_config
+from .hf_format import is_image_only, load_image_only
+from .hub import CHECKPOINTS, CheckpointFetchError, fetch_checkpoint, resolve_checkpoint
 from .predictor import SamImagePredictor
 from .sam2 import SAM2
 
@@ -18,6 +20,9 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
     """Build a SAM 2 model, loading a checkpoint in Meta's format.
 
     With no arguments this is the bundled ``sam_ros_mini`` model (``BUNDLED_CHECKPOINT``).
+    ``checkpoint`` is a path (Meta's ``.pt``, or a ``transformers`` ``model.safetensors``
+    or its folder) or an official name such as ``"sam2.1_hiera_small"`` (see
+    ``CHECKPOINTS``: taken from the cache, downloaded on first use; ``hub``).
     ``variant`` is a name such as ``"sam2.1_hiera_t"`` (see ``VARIANTS``), a ``Sam2Config``,
     or ``"auto"`` to read it off the checkpoint; a named variant without a checkpoint has
     random weights. ``overrides`` change config fields that do not alter the weights'
@@ -27,15 +32,18 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
         checkpoint = BUNDLED_CHECKPOINT
     state_dict = None
     if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint)
         state_dict = read_state_dict(checkpoint)
     if variant == "auto":
         variant = detect_variant(state_dict, source=f"checkpoint {os.fspath(checkpoint)}")
     model = SAM2(get_config(variant, **overrides))
     if state_dict is not None:
-        load_into(model, state_dict, source=f"checkpoint {os.fspath(checkpoint)}")
+        load = load_image_only if is_image_only(state_dict) else load_into
+        load(model, state_dict, source=f"checkpoint {os.fspath(checkpoint)}")
     return model.to(torch.device(device)).eval()
 
 
 __all__ = ["BUNDLED_CHECKPOINT", "SAM2", "Sam2Config", "SamImagePredictor", "VARIANTS", "CheckpointError",
            "build_sam2", "get_config", "save_checkpoint", "read_state_dict", "detect_variant",
-           "load_into"]
+           "load_into", "CHECKPOINTS", "CheckpointFetchError", "fetch_checkpoint",
+           "resolve_checkpoint"]

@@ -2,7 +2,9 @@
 
 An official checkpoint is a pickle holding ``{"model": state_dict}``. It is read with
 ``torch.load(..., weights_only=True)``: tensors and plain containers only, so a file that
-would need to run code to load is refused instead of executed.
+would need to run code to load is refused instead of executed. A Hugging Face
+``transformers`` save (``model.safetensors``) is read too, renamed to Meta's keys
+(``hf_format``).
 """
 
 import os
@@ -19,10 +21,15 @@ class CheckpointError(RuntimeError):
 
 
 def read_state_dict(path):
-    """The state dict stored in ``path`` (``{"model": sd}`` or a bare state dict)."""
+    """The state dict stored in ``path`` (``{"model": sd}`` or a bare state dict; or a
+    ``transformers`` save, converted to Meta's key names)."""
+    from .hf_format import is_hf_checkpoint, read_hf_state_dict
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if is_hf_checkpoint(path):
+        return read_hf_state_dict(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: not a regular file")
     try:

@@ -72,6 +72,9 @@ class SAM2(nn.Module):
         self.hidden_dim = c.d_model
         self.mem_dim = c.mem_dim
         self.num_maskmem = c.num_maskmem
+        # False after loading an image-only checkpoint (transformers' Sam2Model): the
+        # memory path then holds no trained weights, and tracking is refused.
+        self.memory_loaded = True
 
         trunk = Hiera(
             embed_dim=c.trunk.embed_dim, num_heads=c.trunk.num_heads, stages=c.trunk.stages,
@@ -225,6 +228,7 @@ class SAM2(nn.Module):
 
         Returns (features B x mem_dim x h x w, position encoding of the same shape).
         """
+        self._require_memory()
         if binarize:
             mask = (high_res_masks > 0).float()
         else:
@@ -243,12 +247,20 @@ class SAM2(nn.Module):
         ``embed``/``pos``: B x C x h x w; ``memory``/``memory_pos``: M x B x mem_dim, the
         last ``num_obj_ptr_tokens`` of which are object-pointer tokens (no rotary encoding).
         """
+        self._require_memory()
         b, c, h, w = embed.shape
         curr = embed.flatten(2).permute(2, 0, 1)
         curr_pos = pos.flatten(2).permute(2, 0, 1)
         out = self.memory_attention(curr=curr, curr_pos=curr_pos, memory=memory,
                                     memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
         return out.permute(1, 2, 0).reshape(b, c, h, w)
+
+    def _require_memory(self):
+        if not self.memory_loaded:
+            raise RuntimeError(
+                "this SAM 2 model was loaded from an image-only checkpoint (a transformers "
+                "Sam2Model save): it segments images but has no memory weights to track "
+                "with; use a full checkpoint (Meta's .pt, or a Sam2VideoModel save)")
 
     def assemble_memory(self, spatial, pointers=None, pointer_offsets=None):
         """Memory tokens and their position encodings for B objects, sequence first.

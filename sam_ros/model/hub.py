@@ -1,0 +1,510 @@
+"""Meta's official SAM 2 / SAM 2.1 checkpoints by name: from the cache, else downloaded.
+
+A name such as ``sam2.1_hiera_small`` (also ``sam2.1_hiera_s`` or the Hub id
+``facebook/sam2.1-hiera-small``) resolves to a file in the cache, ``$SAM_ROS_HOME``
+(default ``$XDG_CACHE_HOME/sam_ros``, i.e. ``~/.cache/sam_ros``), under its official file
+name. A missing file is downloaded from Meta's server (or the mirror named by
+``SAM_ROS_DOWNLOAD_BASE``), and from the Hugging Face Hub if that fails. It enters the
+cache only complete and checked: it is written under a temporary name in the cache folder,
+its size and SHA-256 are compared with the official ones, it must load as a checkpoint of
+the expected variant (the strict ``weights_only`` loader), and only then is it renamed.
+
+Environment: ``SAM_ROS_HOME`` (the cache), ``SAM_ROS_OFFLINE=1`` (cache only, never the
+network), ``SAM_ROS_DOWNLOAD_BASE`` (a mirror: a web folder holding the files under their
+official names), ``SAM_ROS_DOWNLOAD_TIMEOUT`` (seconds without data before giving up,
+default 30). The Hub fallback honours ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``.
+"""
+
+import difflib
+import errno
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CheckpointError, detect_variant, read_state_dict
+
+log = logging.getLogger(__name__)
+
+META_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
+DEFAULT_TIMEOUT_S = 30.0
+LICENSE = "Apache-2.0"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    """One of Meta's released files, and what it must look like once downloaded."""
+
+    name: str  # also the file's stem: sam2.1_hiera_tiny -> sam2.1_hiera_tiny.pt
+    variant: str  # the model config it loads into (sam_ros.model.VARIANTS)
+    release: str  # Meta's release folder on its server
+    megabytes: int  # approximate size on disk, for display
+    size: int | None = None  # exact size in bytes; None: not checked
+    sha256: str | None = None  # None: not checked
+
+    @property
+    def filename(self):
+        return f"{self.name}.pt"
+
+    @property
+    def meta_url(self):
+        return f"{META_BASE_URL}/{self.release}/{self.filename}"
+
+    @property
+    def hub_repo(self):
+        return "facebook/" + self.name.replace("_", "-")
+
+
+# Exact sizes and SHA-256 are those of the Git LFS pointers of the copies on the Hugging
+# Face Hub (the file pages of facebook/sam2.1-hiera-tiny, -small and facebook/sam2-hiera-
+# tiny, -small, -base-plus show these hashes; the other hashes, and the sizes, come from
+# LFS pointers of public copies of the files with the same hash). They could not be checked
+# against Meta's server from here (no network); a None is simply not checked.
+_TABLE = [
+    ("sam2.1_hiera_tiny", "sam2.1_hiera_t", "092824", 156, 156008466,
+     "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+    ("sam2.1_hiera_small", "sam2.1_hiera_s", "092824", 184, 184416285,
+     "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+    ("sam2.1_hiera_base_plus", "sam2.1_hiera_b+", "092824", 324, 323606802,
+     "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+    ("sam2.1_hiera_large", "sam2.1_hiera_l", "092824", 898, 898083611,
+     "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
+    ("sam2_hiera_tiny", "sam2_hiera_t", "072824", 156, 155906050,
+     "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125"),
+    ("sam2_hiera_small", "sam2_hiera_s", "072824", 184, None,
+     "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3"),
+    ("sam2_hiera_base_plus", "sam2_hiera_b+", "072824", 323, 323493298,
+     "d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071"),
+    ("sam2_hiera_large", "sam2_hiera_l", "072824", 898, 897952466,
+     "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b"),
+]
+CHECKPOINTS = {row[0]: OfficialCheckpoint(*row) for row in _TABLE}
+
+
+class CheckpointFetchError(CheckpointError):
+    """An official checkpoint that is not cached and could not be downloaded.
+
+    ``attempts`` lists ``(source, what happened)``; the message also says where to put
+    the file by hand."""
+
+    def __init__(self, checkpoint, attempts, cache_path, reason=""):
+        self.checkpoint = checkpoint
+        self.attempts = list(attempts)
+        self.cache_path = Path(cache_path)
+        reason = reason or "every source failed"
+        lines = [f"cannot get checkpoint {checkpoint.name} ({checkpoint.megabytes} MB): {reason}"]
+        lines += [f"  - {source}: {outcome}" for source, outcome in self.attempts]
+        fetch = f"python -m sam_ros.tools.fetch {checkpoint.name}"
+        lines += [f"To place it by hand, download {checkpoint.meta_url}",
+                  f"(or {checkpoint.filename} of https://huggingface.co/{checkpoint.hub_repo})",
+                  f"and copy it to {self.cache_path}",
+                  f"(on a machine with network: {fetch}, then copy the cache folder)."]
+        super().__init__("\n".join(lines))
+
+
+def cache_dir():
+    """Where checkpoints are cached: ``$SAM_ROS_HOME``, else ``$XDG_CACHE_HOME/sam_ros``,
+    else ``~/.cache/sam_ros``."""
+    home = os.environ.get("SAM_ROS_HOME")
+    if home:
+        return Path(home).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "sam_ros"
+
+
+def is_offline():
+    """``SAM_ROS_OFFLINE`` set to 1 / true / yes / on: never touch the network."""
+    return os.environ.get("SAM_ROS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def official_checkpoint(text):
+    """The official checkpoint a name designates, or None. Accepted: the file stem
+    (``sam2.1_hiera_tiny``), the config name (``sam2.1_hiera_t``), the Hub id
+    (``facebook/sam2.1-hiera-tiny``)."""
+    text = os.fspath(text).strip()
+    for checkpoint in CHECKPOINTS.values():
+        if text in (checkpoint.name, checkpoint.variant, checkpoint.hub_repo):
+            return checkpoint
+    return None
+
+
+def lookup_official(name):
+    """``official_checkpoint``, raising a CheckpointError with a hint for an unknown name."""
+    checkpoint = official_checkpoint(name)
+    if checkpoint is None:
+        close = difflib.get_close_matches(os.fspath(name), list(CHECKPOINTS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise CheckpointError(f"{name!r} is not an official SAM 2 checkpoint name "
+                              f"(known: {', '.join(CHECKPOINTS)}){hint}")
+    return checkpoint
+
+
+def cached_path(name):
+    """The cached file of an official checkpoint, or None if it is not cached."""
+    path = cache_dir() / lookup_official(name).filename
+    return path if path.is_file() else None
+
+
+def resolve_checkpoint(checkpoint, progress=None):
+    """What ``build_sam2`` loads for a ``checkpoint`` argument: an existing path as it is;
+    an official name as its cached file (downloaded first if needed); anything else as it
+    is (the loader then says the file does not exist). ``progress(done, total)`` follows a
+    download (bytes; ``total`` may be None)."""
+    text = os.fspath(checkpoint)
+    if os.path.exists(text):
+        return checkpoint
+    official = official_checkpoint(text)
+    if official is not None:
+        return fetch_checkpoint(official.name, progress=progress)
+    if "/" not in text and os.sep not in text and not text.endswith(
+            (".pt", ".pth", ".safetensors", ".bin")):  # meant as a name, not a path
+        try:
+            lookup_official(text)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {text}: no such file, and {exc}") from None
+    return checkpoint
+
+
+def fetch_checkpoint(name, progress=None, timeout=None):
+    """The cached file of an official checkpoint, downloaded first if it is not cached.
+
+    Raises ``CheckpointFetchError`` (a ``CheckpointError``) naming every source tried."""
+    checkpoint = lookup_official(name)
+    home = cache_dir()
+    target = home / checkpoint.filename
+    if target.is_file():
+        return target
+    if is_offline():
+        raise CheckpointFetchError(checkpoint, [], target,
+                                   "not in the cache, and SAM_ROS_OFFLINE is set")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointFetchError(checkpoint, [], target,
+                                   f"cannot create the cache folder {home}: {exc}") from None
+    if timeout is None:
+        setting = os.environ.get("SAM_ROS_DOWNLOAD_TIMEOUT") or str(DEFAULT_TIMEOUT_S)
+        try:
+            timeout = float(setting)
+        except ValueError:
+            raise CheckpointError(f"SAM_ROS_DOWNLOAD_TIMEOUT={setting!r}: not a number of "
+                                  "seconds") from None
+    attempts = []
+    try:
+        with _exclusive(home / f".{checkpoint.filename}.lock"):
+            if target.is_file():  # another process finished it while we waited
+                return target
+            _remove_leftovers(home, checkpoint.filename)
+            for source, download in _sources(checkpoint, timeout):
+                log.info("downloading %s (%d MB) from %s to %s", checkpoint.name,
+                         checkpoint.megabytes, source, target)
+                try:
+                    download(target, progress)
+                    return target
+                except _Failed as failure:
+                    attempts.append((source, str(failure)))
+    except OSError as exc:  # the cache folder itself: read-only, gone, ...
+        raise CheckpointFetchError(checkpoint, attempts, target,
+                                   f"cannot write to the cache folder {home}: {exc}") from None
+    raise CheckpointFetchError(checkpoint, attempts, target)
+
+
+def check_file(path, checkpoint, sha256=None):
+    """What is wrong with ``path`` as the file of ``checkpoint`` (its size, SHA-256, whether
+    it loads as that variant), or None if nothing is. ``sha256``: the file's, if known."""
+    path = Path(path)
+    size = path.stat().st_size
+    if checkpoint.size is not None and size != checkpoint.size:
+        return f"{size} bytes, the official file has {checkpoint.size}"
+    if checkpoint.sha256 is not None:
+        sha256 = sha256 or _sha256(path)
+        if sha256 != checkpoint.sha256:
+            return f"wrong content: SHA-256 {sha256}, the official file has {checkpoint.sha256}"
+    try:
+        variant = detect_variant(read_state_dict(path), source=f"{checkpoint.name} file")
+    except CheckpointError as exc:
+        return f"it does not load: {exc}"
+    if variant != checkpoint.variant:
+        return f"it holds {variant}, not {checkpoint.variant}"
+    return None
+
+
+def percent_logger(log_line, label, step=10):
+    """A ``progress`` callback that calls ``log_line(text)`` once per ``step`` percent
+    (once per 50 MB when the total is unknown): a download in a log, e.g. a ROS node's."""
+    reported = [-1]
+
+    def report(done, total):
+        mark = (100 * done // total) // step if total else done // (50 << 20)
+        if mark > reported[0]:
+            reported[0] = mark
+            shown = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
+            percent = f"{mark * step}% " if total else ""
+            log_line(f"{label}: {percent}({shown})")
+
+    return report
+
+
+# ---------------------------------------------------------------------- internals
+
+
+class _Failed(Exception):
+    """One source failed; the message says how (the caller tries the next source)."""
+
+
+def _sources(checkpoint, timeout):
+    """(label, download(target, progress)) for each source, in the order they are tried."""
+    mirror = os.environ.get("SAM_ROS_DOWNLOAD_BASE", "").strip()
+    if mirror:
+        url = f"{mirror.rstrip('/')}/{checkpoint.filename}"
+        label = f"mirror {url}"
+    else:
+        url = checkpoint.meta_url
+        label = f"Meta {url}"
+
+    def from_url(target, progress):
+        _download_url(url, checkpoint, target, progress, timeout)
+
+    def from_hub(target, progress):
+        _download_hub(checkpoint, target, progress)
+
+    return [(label, from_url),
+            (f"Hugging Face Hub {checkpoint.hub_repo} ({checkpoint.filename})", from_hub)]
+
+
+@contextmanager
+def _exclusive(lock_path):
+    """One downloader per file across processes (two nodes starting at once)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the temporary names still never collide
+        yield
+        return
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(home, filename):
+    """Temporary files of a download that was killed (while we hold the lock, no other
+    process is writing one)."""
+    for leftover in home.glob(f".{filename}.*.partial"):
+        leftover.unlink(missing_ok=True)
+
+
+@contextmanager
+def _partial_file(target):
+    """A temporary file beside ``target``, removed unless the body renamed it into place."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield path, f
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _download_url(url, checkpoint, target, progress, timeout):
+    """GET ``url`` into a temporary file, check it, rename it to ``target``."""
+    request = urllib.request.Request(url, headers={"User-Agent": "sam_ros"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise _Failed(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Failed(_network_error(getattr(exc, "reason", exc), timeout)) from None
+    with response:
+        if response.headers.get("Content-Type", "").startswith("text/html"):
+            raise _Failed("the server sent a web page (text/html), not the checkpoint "
+                          "(a proxy or login page?)")
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if length is not None and checkpoint.size is not None and length != checkpoint.size:
+            raise _Failed(f"the server offers {length} bytes, the official file has "
+                          f"{checkpoint.size}")
+        expected = checkpoint.size or length
+        _check_free_space(target.parent, expected)
+        with _partial_file(target) as (partial, f):
+            digest = hashlib.sha256()
+            bar = _Progress(checkpoint.name, expected, progress)
+            done = 0
+            try:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    bar.update(len(chunk))
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename: robots lose power
+                f.close()
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise _Failed(f"the disk is full ({target.parent}) after {_mb(done)} of "
+                                  f"{_mb(expected)}") from None
+                raise _Failed(f"{_network_error(exc, timeout)} after {_mb(done)} of "
+                              f"{_mb(expected)}") from None
+            except http.client.HTTPException as exc:
+                raise _Failed(f"the transfer broke after {_mb(done)} of {_mb(expected)} "
+                              f"({type(exc).__name__})") from None
+            finally:
+                bar.close()
+            if expected is not None and done != expected:
+                raise _Failed(f"the connection closed after {done} of {expected} bytes")
+            _install(partial, checkpoint, target, digest.hexdigest())
+
+
+def _download_hub(checkpoint, target, progress):
+    """Fetch the same file from the Hugging Face Hub (huggingface_hub does the transfer,
+    with its own retries and resume) into a staging folder of the cache, check it, move it
+    to ``target``."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:
+        raise _Failed("skipped, huggingface_hub is not installed "
+                      "(pip install huggingface_hub)") from None
+    # Its errors: OSError (HTTP status, offline, size check, disk), ValueError, entry not
+    # found, and its HTTP client's own transport errors once its retries are spent.
+    hub_errors = (OSError, ValueError, EntryNotFoundError)
+    try:
+        import httpx2
+        hub_errors += (httpx2.HTTPError,)
+    except ImportError:
+        pass
+    staging = target.parent / ".hub"
+    expected = checkpoint.size
+    _check_free_space(target.parent, expected)
+    try:
+        # The files are public: no token is sent (not even to an HF_ENDPOINT mirror).
+        path = hf_hub_download(checkpoint.hub_repo, checkpoint.filename, local_dir=staging,
+                               token=False, endpoint=os.environ.get("HF_ENDPOINT") or None,
+                               tqdm_class=_hub_progress_class(checkpoint.name, expected, progress))
+    except hub_errors as exc:
+        raise _Failed(_hub_error(exc)) from None
+    path = Path(path)
+    try:
+        _install(path, checkpoint, target)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _install(path, checkpoint, target, sha256=None):
+    """Check a complete download and rename it to ``target`` (atomic, same folder)."""
+    problem = check_file(path, checkpoint, sha256)
+    if problem is not None:
+        raise _Failed(problem)
+    os.replace(path, target)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_free_space(folder, needed):
+    if needed is None:
+        return
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise _Failed(f"not enough disk space in {folder}: {_mb(needed)} needed, "
+                      f"{_mb(free)} free")
+
+
+def _network_error(reason, timeout):
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no data from the server for {timeout:g} s (timed out)"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the server's name, no network? ({reason})"
+    if isinstance(reason, ConnectionError):
+        return f"connection lost ({type(reason).__name__})"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error ({reason})"
+    return f"{type(reason).__name__}: {reason}"
+
+
+def _hub_error(exc):
+    """The first line of a huggingface_hub error; of its cause where it has one (the
+    "cannot find it in the local cache" wrapper hides the network or HTTP error)."""
+    exc = exc.__cause__ or exc
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _mb(size):
+    return "?" if size is None else f"{size / 1e6:.1f} MB"
+
+
+class _Progress:
+    """A tqdm bar when stderr is a terminal, and the caller's ``progress(done, total)``."""
+
+    def __init__(self, label, total, callback):
+        self.total, self.callback, self.done = total, callback, 0
+        self.bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True,
+                                unit_divisor=1024)
+
+    def update(self, count):
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hub_progress_class(label, known_total, callback):
+    """A tqdm-like class for huggingface_hub's ``tqdm_class`` that feeds ``_Progress``."""
+
+    class HubProgress:
+        def __init__(self, *args, total=None, **kwargs):
+            self.progress = _Progress(label, total or known_total, callback)
+
+        def update(self, count=1):
+            self.progress.update(count)
+
+        def close(self):
+            self.progress.close()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    return HubProgress
+
+
+__all__ = ["CHECKPOINTS", "META_BASE_URL", "CheckpointFetchError", "OfficialCheckpoint",
+           "cache_dir", "cached_path", "check_file", "fetch_checkpoint", "is_offline",
+           "lookup_official", "official_checkpoint", "percent_logger", "resolve_checkpoint"]
