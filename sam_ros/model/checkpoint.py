@@ -9,7 +9,6 @@ would need to run code to load is refused instead of executed. A Hugging Face
 
 import os
 import pickle
-import zipfile
 
 import torch
 
@@ -32,6 +31,9 @@ def read_state_dict(path):
         return read_hf_state_dict(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: not a regular file")
+    not_torch = _not_a_torch_file(path)
+    if not_torch:
+        raise CheckpointError(f"checkpoint {path}: {not_torch}")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -40,9 +42,9 @@ def read_state_dict(path):
             raise CheckpointError(
                 f"checkpoint {path}: refused, it holds Python objects that need code to "
                 f"load (only tensors and plain containers are accepted): {detail[0]}") from None
-        raise CheckpointError(f"checkpoint {path}: truncated or corrupt, not a readable "
-                              f"pickle ({_last_line(exc)})") from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path}: truncated or corrupt: not a pickle or zip "
+                              f"archive that torch.load can read") from None
+    except Exception as exc:  # the weights-only unpickler fails on bad bytes in many ways
         raise CheckpointError(
             f"checkpoint {path}: truncated or corrupt, torch.load failed: "
             f"{type(exc).__name__}: {_last_line(exc)}") from None
@@ -54,6 +56,27 @@ def read_state_dict(path):
             f"checkpoint {path}: not a SAM 2 checkpoint, expected {{'model': state_dict}} "
             f"of named tensors, found {_describe(content)}")
     return content
+
+
+def _not_a_torch_file(path):
+    """What ``path`` is when it is plainly not what torch.save writes (a zip archive, or a
+    pickle in the legacy format), or None: a file someone saved by mistake says so."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    if not head:
+        return "empty file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # binary: let torch.load say what is wrong with it
+    if text.startswith("version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (fetch it with `git lfs pull`)"
+    if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return "a web page (HTML), not a checkpoint (a download that got an error or login page?)"
+    first = text.strip().splitlines()[0][:60] if text.strip() else ""
+    return f"a text file, not a checkpoint (it starts {first!r})"
 
 
 def _last_line(exc):

@@ -1,9 +1,11 @@
 """The sam_ros lifecycle node: camera in, SAM 2 tracker, tracks / label image / overlay out.
 
 Lifecycle:
-  configure   loads the model (parameters checkpoint, variant, device, dtype, image_size);
-              a missing, corrupt or wrong checkpoint fails the transition with a clear log
-              line and the node stays unconfigured (it can be configured again).
+  configure   loads the model (parameters checkpoint, variant, device, dtype, image_size;
+              a checkpoint named like sam2.1_hiera_small is downloaded into the cache on
+              first use); a missing, corrupt or wrong checkpoint, or a failed download,
+              fails the transition with a clear log line and the node stays unconfigured
+              (it can be configured again).
   activate    subscribes to the camera and starts the frame worker and the publishers.
   deactivate  unsubscribes and stops the worker (objects are kept).
   cleanup     frees the model and the tracker.
@@ -89,6 +91,7 @@ class SamRosNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from sam_ros.model import BUNDLED_CHECKPOINT, CheckpointError, build_sam2
+        from sam_ros.model.hub import percent_logger, resolve_checkpoint
         from sam_ros.tracker import StreamingTracker
 
         for spec in parameters.SPECS:
@@ -107,7 +110,10 @@ class SamRosNode(LifecycleNode):
             overrides["image_size"] = int(self._param("image_size"))
         t0 = time.perf_counter()
         try:
-            model = build_sam2(self._param("variant"), checkpoint=ckpt, device=device,
+            # a model name is fetched into the cache on first use: a log line per 10%
+            path = resolve_checkpoint(ckpt, progress=percent_logger(
+                self.get_logger().info, f"downloading {ckpt}"))
+            model = build_sam2(self._param("variant"), checkpoint=path, device=device,
                                **overrides)
             tracker = StreamingTracker(model, precision=self._param("dtype"),
                                        ring_size=int(self._param("ring_size")),

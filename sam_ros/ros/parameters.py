@@ -48,8 +48,9 @@ class Spec:
 
 
 SPECS = (
-    Spec("checkpoint", "", "SAM 2 / SAM 2.1 checkpoint file (Meta's layout); empty = the "
-         "bundled sam_ros_mini model"),
+    Spec("checkpoint", "", "SAM 2 / SAM 2.1 checkpoint: a file (Meta's .pt, or a Hugging Face "
+         "model.safetensors) or an official name such as sam2.1_hiera_small (downloaded into "
+         "the cache on first use); empty = the bundled sam_ros_mini model"),
     Spec("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l, sam_ros_mini) "
          "or auto: read off the checkpoint"),
     Spec("device", "cpu", "torch device: cpu, cuda, cuda:N"),

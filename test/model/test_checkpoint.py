@@ -44,15 +44,26 @@ def test_truncated_file(tiny_checkpoint, tmp_path):
     cut.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
     with pytest.raises(CheckpointError, match="cut.pt: truncated or corrupt"):
         build_sam2("auto", checkpoint=cut)
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="garbage.pt: truncated or corrupt"):
-        build_sam2("auto", checkpoint=garbage)
 
 
 class RunsCodeWhenUnpickled:
     def __reduce__(self):
         return (print, ("this would run at load time",))
+
+
+@pytest.mark.parametrize("content,says", [
+    (b"these are not weights\n" * 20, "a text file, not a checkpoint (it starts 'these are"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", "Git LFS pointer"),
+    (b"<!DOCTYPE html><html><body>404</body></html>", "a web page (HTML)"),
+    (bytes(range(256)) * 3, "truncated or corrupt"),
+    (b"", "empty file"),
+])
+def test_files_that_are_not_checkpoints_are_named(tmp_path, content, says):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        build_sam2("auto", checkpoint=path)
+    assert str(path) in str(err.value) and says in str(err.value), str(err.value)
 
 
 def test_pickle_that_needs_code_is_refused(tmp_path):
