@@ -41,9 +41,10 @@ def overlay_image(rgb, labels, tracks):
     return out
 
 
-def contact_sheet(images, captions, columns=4, tile_width=320):
+def contact_sheet(images, captions, columns=4, tile_width=320, title=None):
     """RGB images scaled to ``tile_width`` and tiled row by row, each with its caption
-    written in its top-left corner on a dark band (readable on any picture)."""
+    written in its top-left corner on a dark band (readable on any picture); ``title``, if
+    given, is written above them, wrapped to the sheet's width."""
     h, w = images[0].shape[:2]
     tile_h = round(h * tile_width / w)
     rows = -(-len(images) // columns)
@@ -56,4 +57,24 @@ def contact_sheet(images, captions, columns=4, tile_width=320):
                     cv2.LINE_AA)
         r, c = divmod(i, columns)
         sheet[r * tile_h:(r + 1) * tile_h, c * tile_width:(c + 1) * tile_width] = tile
-    return sheet
+    if not title:
+        return sheet
+    lines = _wrap(title, sheet.shape[1] - 16)
+    line_h = 24
+    band = np.full((line_h * len(lines) + 10, sheet.shape[1], 3), 32, np.uint8)
+    for k, line in enumerate(lines):
+        cv2.putText(band, line, (8, line_h * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([band, sheet])
+
+
+def _wrap(text, width, scale=0.6):
+    """``text`` in lines no wider than ``width`` pixels at this font ``scale``."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    return lines + [line] if line else lines

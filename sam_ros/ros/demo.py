@@ -2,7 +2,13 @@
 
     bash tools/demo.sh                                   # set-up and build included
     python -P -m sam_ros.ros.demo --out out/demo         # in the sourced workspace
-        [--checkpoint sam2.pt] [--fps 10] [--frames 60] [--scenes generated,real]
+        [--checkpoint NAME|FILE] [--offline] [--fps 10] [--frames 60] [--scenes generated,real]
+
+The model: Meta's SAM 2.1 tiny at image_size 512 (a few minutes in all on a 2-core CPU),
+from the cache or downloaded on first use; when it cannot be had (no network, --offline
+with an empty cache), the bundled sam_ros_mini, a small test model that does not segment
+real scenes well. The first line printed and every contact sheet say which model ran and,
+for the bundled one, why and how to get the real one. --checkpoint names one explicitly.
 
 The installed `sam_ros_node` executable runs in a process of its own (what `ros2 run` starts:
 the model does not share this process's interpreter with the camera and the measurements),
@@ -59,6 +65,7 @@ from .conversions import image_to_array, stamp_key
 from .play import ArraySource, Player
 from .prompt_client import call, change_state
 
+DEMO_MODEL, DEMO_IMAGE_SIZE = "sam2.1_hiera_tiny", 512
 NAMESPACE = "/sam_ros_demo"  # the demo's node is /sam_ros_demo/sam_ros: no clash with others
 NODE = f"{NAMESPACE}/sam_ros"
 CAMERA = f"{NAMESPACE}/camera/image_raw"
@@ -216,13 +223,49 @@ class Demo:
         rclpy.try_shutdown()
 
 
-def start_node(args, log):
+@dataclass
+class ModelChoice:
+    checkpoint: str  # what the node's checkpoint parameter gets ("" = the bundled model)
+    image_size: int  # 0 = the model's own
+    banner: str  # which model runs, and for the bundled one why and how to get a real one
+
+
+def choose_model(args):
+    """The model the demo runs: --checkpoint if given; else SAM 2.1 tiny from the cache, or
+    downloaded (not with --offline); else the bundled model, saying why."""
+    from sam_ros.model import CheckpointError
+    from sam_ros.model.hub import cached_path, resolve_checkpoint
+
+    if args.checkpoint:
+        given = args.checkpoint
+        checkpoint = os.path.abspath(given) if os.path.exists(given) else given
+        return ModelChoice(checkpoint, args.image_size, f"model: {given} (--checkpoint)")
+    if args.offline:
+        cached = cached_path(DEMO_MODEL)
+        why = None if cached else f"--offline, and {DEMO_MODEL} is not in the cache"
+    else:
+        try:
+            cached, why = resolve_checkpoint(DEMO_MODEL), None
+        except CheckpointError as exc:
+            cached, why = None, str(exc).splitlines()[0]
+    if cached:
+        return ModelChoice(str(cached), args.image_size or DEMO_IMAGE_SIZE,
+                           f"model: Meta's {DEMO_MODEL} at image_size "
+                           f"{args.image_size or DEMO_IMAGE_SIZE}")
+    return ModelChoice("", args.image_size, (
+        f"model: the BUNDLED sam_ros_mini, a small test model that does not segment real "
+        f"scenes well, because {why}. For Meta's: python -m sam_ros.tools.fetch {DEMO_MODEL} "
+        f"(needs the network), then run the demo again"))
+
+
+def start_node(args, model, log):
     """The installed executable, found as `ros2 run` finds it."""
     exe = os.path.join(get_package_prefix("sam_ros"), "lib", "sam_ros", "sam_ros_node")
     cmd = [exe, "--ros-args", "-r", f"__ns:={NAMESPACE}", "-r", f"image:={CAMERA}",
-           "-p", f"device:={args.device}", "-p", "diagnostics_period:=0.5"]
-    if args.checkpoint:
-        cmd += ["-p", f"checkpoint:={os.path.abspath(args.checkpoint)}"]
+           "-p", f"device:={args.device}", "-p", "diagnostics_period:=0.5",
+           "-p", f"image_size:={model.image_size}"]
+    if model.checkpoint:
+        cmd += ["-p", f"checkpoint:={model.checkpoint}"]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -324,7 +367,7 @@ def figures(scene, run, demo, fps):
     return fig, tracked, scores
 
 
-def sheet(scene, run, demo, tracked, scores):
+def sheet(scene, run, demo, tracked, scores, banner):
     """The prompt frame with the node's answer and the click drawn, then overlay frames
     evenly spaced over those that came back; the truth outlined in white where known."""
     tiles, captions = [], []
@@ -361,7 +404,7 @@ def sheet(scene, run, demo, tracked, scores):
             captions.append(f"#{i} IoU {scores[i]:.2f}")
         else:
             captions.append(f"#{i} hidden: {'visible' if o.visible else 'not visible'}")
-    return contact_sheet(tiles, captions) if tiles else None
+    return contact_sheet(tiles, captions, title=banner) if tiles else None
 
 
 def summary(name, fig):
@@ -400,7 +443,13 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/demo", help="folder for the sheets and figures.json")
     ap.add_argument("--checkpoint", default="",
-                    help="SAM 2 checkpoint for the node (default: the bundled sam_ros_mini)")
+                    help=f"the node's model: a checkpoint file or name (default: {DEMO_MODEL} "
+                         f"if it can be had, else the bundled sam_ros_mini)")
+    ap.add_argument("--offline", action="store_true",
+                    help=f"never download: {DEMO_MODEL} from the cache, else the bundled model")
+    ap.add_argument("--image-size", type=int, default=0,
+                    help=f"the node's image_size (default: {DEMO_IMAGE_SIZE} for "
+                         f"{DEMO_MODEL}, the model's own otherwise)")
     ap.add_argument("--device", default="cpu", help="the node's torch device")
     ap.add_argument("--fps", type=float, default=10.0, help="camera rate")
     ap.add_argument("--frames", type=int, default=60, help="frames per scene")
@@ -421,6 +470,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     t_start = time.perf_counter()
+    model = choose_model(args)
+    print(model.banner, flush=True)
     # for this process and the node's (inherited): local only, and full-size frames intact
     # (see the profile)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -430,7 +481,7 @@ def main(argv=None):
     demo = Demo()
     log_path = os.path.join(args.out, "node.log")
     with open(log_path, "w") as log:
-        proc = start_node(args, log)
+        proc = start_node(args, model, log)
     results, status, interrupted = {}, 0, False
     try:
         loaders = {"generated": generated_scene, "real": real_scene}  # while the node starts
@@ -451,7 +502,7 @@ def main(argv=None):
         for scene in scenes:
             run = run_scene(demo, scene, args.fps)
             fig, tracked, scores = figures(scene, run, demo, args.fps)
-            picture = sheet(scene, run, demo, tracked, scores)
+            picture = sheet(scene, run, demo, tracked, scores, model.banner)
             if picture is not None:
                 fig["sheet"] = os.path.join(args.out, f"{scene.name}.png")
                 cv2.imwrite(fig["sheet"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
@@ -468,7 +519,8 @@ def main(argv=None):
         demo.close()
     wall = time.perf_counter() - t_start
     with open(os.path.join(args.out, "figures.json"), "w") as f:
-        json.dump(dict(checkpoint=args.checkpoint or "bundled sam_ros_mini", device=args.device,
+        json.dump(dict(model=model.banner, checkpoint=model.checkpoint or "bundled sam_ros_mini",
+                       image_size=model.image_size, device=args.device,
                        fps=args.fps, frames=args.frames, node_exit_status=code,
                        wall_s=round(wall, 1), scenes=results), f, indent=2)
     print(f"node exited with status {code}; {wall:.0f} s in all; figures in "

@@ -163,8 +163,8 @@ def test_segment_from_the_command_line(tmp_path):
         # a stamp the node saw, then a prompt on it from a new CLI process, seconds later
         out = ros2("topic", "echo", "/sam_ros/tracks", "--once", "--field", "header.stamp",
                    timeout=WAIT)
-        sec = re.search(r"sec=(\d+)", out).group(1)
-        nanosec = re.search(r"nanosec=(\d+)", out).group(1)
+        sec = re.search(r"^sec: (\d+)", out, re.MULTILINE).group(1)
+        nanosec = re.search(r"^nanosec: (\d+)", out, re.MULTILINE).group(1)
         time.sleep(3.0)
         out = ros2("service", "call", "/sam_ros/segment", "sam_ros/srv/Segment",
                    f"{{points: [160, 90], labels: [1], label: cup, "
@@ -183,3 +183,50 @@ def test_segment_from_the_command_line(tmp_path):
     finally:
         camera.stop()
         node.stop()
+
+
+def readme_blocks():
+    """The `ros2 ...` command lines of README.md's code blocks, block by block, verbatim."""
+    from lab.samples import DATA
+
+    blocks, current = [], []
+    for line in (DATA.parent / "README.md").read_text().splitlines() + [""]:
+        if line.startswith("    ") and line.strip():
+            if line.strip().startswith("ros2 "):
+                current.append(line.strip())
+        elif current and not line.startswith("    "):
+            blocks.append(current)
+            current = []
+    return blocks
+
+
+BACKGROUND = ("ros2 launch ", "ros2 run sam_ros play ")
+
+
+@pytest.mark.parametrize("block", readme_blocks(), ids=lambda b: b[0][:40])
+def test_readme_commands_run_as_printed(block, tmp_path):
+    """Every `ros2` command line in README's code blocks, run as printed, in order, each
+    block in a shell: the launch file and the player in the background, the rest to their
+    end, each succeeding (exit status 0, `success=True`, a transition that succeeds)."""
+    background = []
+    try:
+        for i, command in enumerate(block):
+            if command.startswith(BACKGROUND):
+                background.append(Background(["bash", "-c", command], tmp_path / f"{i}.log"))
+                if command.startswith("ros2 launch "):
+                    wait_state("active")
+                else:
+                    time.sleep(3.0)  # the player's first frames reach the node
+                continue
+            r = subprocess.run(["bash", "-c", command], env=ENV, capture_output=True,
+                               text=True, timeout=WAIT)
+            out = r.stdout + r.stderr
+            assert r.returncode == 0, f"{command} -> {r.returncode}:\n{out}"
+            assert "success=False" not in out and "Transitioning failed" not in out, out
+            if "lifecycle set" in command:
+                assert "Transitioning successful" in out, out
+        for process in background:
+            assert process.proc.poll() in (None, 0), process.output()[-3000:]
+    finally:
+        for process in reversed(background):
+            process.stop()

@@ -15,9 +15,9 @@ import warnings
 import pytest
 
 
-def run_demo(out, *args):
+def run_demo(out, *args, **env):
     # a DDS domain of its own: the demo's node must not meet other tests' nodes
-    env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30), **env)
     return subprocess.run([sys.executable, "-P", "-m", "sam_ros.ros.demo", "--out", str(out),
                            *args],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -97,3 +97,21 @@ def test_demo_fails_when_the_node_cannot_configure(tmp_path):
                  "--checkpoint", str(tmp_path / "missing.pt"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed to configure" in r.stderr and "missing.pt" in r.stderr
+
+
+def test_demo_says_it_ran_the_bundled_model_and_why(tmp_path):
+    """Without Meta's model (offline, nothing cached) the demo runs the bundled one and says
+    so, and why, and how to get the real one: on its first line, in figures.json and on
+    every contact sheet (a title band above the tiles)."""
+    out = tmp_path / "out"
+    r = run_demo(out, "--frames", "8", "--scenes", "generated", "--offline",
+                 SAM_ROS_HOME=str(tmp_path / "empty_cache"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    for words in ("BUNDLED sam_ros_mini", "--offline", "fetch sam2.1_hiera_tiny"):
+        assert words in first, first
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["model"] == first and figures["checkpoint"] == "bundled sam_ros_mini"
+    import cv2
+    sheet = cv2.imread(str(out / "generated.png"))
+    assert (sheet[:5, :, :] == 32).all()  # the title band, above the first row of tiles
