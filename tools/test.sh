@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-bash tools/setup_ros.sh
+bash tools/setup_ros.sh --cli   # with ros2 and ros2 launch: the tests run them
 # shellcheck disable=SC1091
 source tools/ros_env.sh
 ruff check --quiet .

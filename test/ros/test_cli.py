@@ -215,8 +215,8 @@ def test_readme_commands_run_as_printed(block, tmp_path):
                 background.append(Background(["bash", "-c", command], tmp_path / f"{i}.log"))
                 if command.startswith("ros2 launch "):
                     wait_state("active")
-                else:
-                    time.sleep(3.0)  # the player's first frames reach the node
+                else:  # until the player's frames come through the node
+                    ros2("topic", "echo", "/sam_ros/tracks", "--once", timeout=WAIT)
                 continue
             r = subprocess.run(["bash", "-c", command], env=ENV, capture_output=True,
                                text=True, timeout=WAIT)

@@ -714,6 +714,55 @@ def test_a_prompt_reaches_back_prompt_history_seconds(checkpoint, frame_rgb):
         h.close()
 
 
+def test_configure_downloads_a_model_by_name(frame_rgb, tmp_path, monkeypatch, capfd):
+    """checkpoint = a model name: configure fetches it from a mirror (here a server on the
+    loopback address; a log line per 10%), loads and tracks; with the mirror gone and the
+    cache empty, configure fails cleanly and the node stays unconfigured, ready to retry."""
+    import functools
+    import hashlib
+    import http.server
+    import shutil
+
+    from sam_ros.model import BUNDLED_CHECKPOINT, hub
+
+    name = "sam_ros_mini_by_name"
+    served = tmp_path / "mirror"
+    served.mkdir()
+    shutil.copy(BUNDLED_CHECKPOINT, served / f"{name}.pt")
+    data = (served / f"{name}.pt").read_bytes()
+    monkeypatch.setitem(hub.CHECKPOINTS, name, hub.OfficialCheckpoint(
+        name, "sam_ros_mini", "test", 8, len(data), hashlib.sha256(data).hexdigest()))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SAM_ROS_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAM_ROS_DOWNLOAD_BASE", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr(hub, "META_BASE_URL", "http://127.0.0.1:9")  # nothing listens
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    h = Harness(None, domain_id=next(SPARE_DOMAINS))
+    try:
+        h.node.set_parameters([Parameter("checkpoint", value=name)])
+        assert h.transition(Transition.TRANSITION_CONFIGURE)
+        assert (tmp_path / "cache" / f"{name}.pt").read_bytes() == data
+        assert f"downloading {name}: 100%" in capfd.readouterr().err
+        assert h.transition(Transition.TRANSITION_ACTIVATE)
+        h.publish_and_wait(frame_rgb)
+        assert h.segment(points=[100.0, 100.0], labels=[1]).success
+        assert h.transition(Transition.TRANSITION_DEACTIVATE)
+        assert h.transition(Transition.TRANSITION_CLEANUP)
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(tmp_path / "cache")
+        assert not h.transition(Transition.TRANSITION_CONFIGURE)
+        assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+        err = capfd.readouterr().err
+        assert f"configure failed: cannot get checkpoint {name}" in err, err[-3000:]
+        assert not (tmp_path / "cache" / f"{name}.pt").exists()
+    finally:
+        h.close()
+
+
 def test_the_executor_outlives_many_transitions(checkpoint, frame_rgb):
     """Deactivate destroys the camera subscription from an executor thread while the
     spinning thread builds its wait set. When the subscription had QoS event handlers, that
