@@ -119,6 +119,14 @@ def import_torchvision():
     return torchvision
 
 
+def import_transformers():
+    """Hugging Face ``transformers`` (the second SAM 2 oracle), whose image utilities import
+    torchvision (``import_torchvision``)."""
+    import_torchvision()
+    import transformers
+    return transformers
+
+
 def oracle_image_predictor(oracle_model):
     """The reference ``SAM2ImagePredictor`` over an oracle model."""
     import_torchvision()

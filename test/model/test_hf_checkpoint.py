@@ -10,21 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from lab.oracle import IMAGES, import_transformers, read_image
 from sam_ros.model import SAM2, VARIANTS, CheckpointError, SamImagePredictor, build_sam2, get_config
 from sam_ros.model.hf_format import hf_to_meta, is_hf_checkpoint
 from sam_ros.model.transforms import preprocess, to_model_coords
-from training.oracle import IMAGES, import_torchvision, read_image
 
-import_torchvision()  # transformers' image utilities import it
-from transformers import (  # after the torchvision shim
-    Sam2Config,
-    Sam2HieraDetConfig,
-    Sam2Model,
-    Sam2PromptEncoderConfig,
-    Sam2VideoConfig,
-    Sam2VideoModel,
-    Sam2VisionConfig,
-)
+transformers = import_transformers()
 
 TOL = 1e-4
 SIZE = 256  # a reduced input (the windows pad; both implementations allow it): fast on CPU
@@ -34,20 +25,20 @@ def hf_config(variant, size, video):
     """transformers' config of one of our variants (written from our own config)."""
     c = get_config(variant)
     t = c.trunk
-    hiera = Sam2HieraDetConfig(
+    hiera = transformers.Sam2HieraDetConfig(
         hidden_size=t.embed_dim, num_attention_heads=t.num_heads,
         embed_dim_per_stage=[t.embed_dim * 2 ** i for i in range(4)],
         num_attention_heads_per_stage=[t.num_heads * 2 ** i for i in range(4)],
         blocks_per_stage=list(t.stages), global_attention_blocks=list(t.global_att_blocks),
         window_positional_embedding_background_size=list(t.window_pos_embed_bkg_spatial_size),
         window_size_per_stage=list(t.window_spec), image_size=[size, size])
-    vision = Sam2VisionConfig(
+    vision = transformers.Sam2VisionConfig(
         backbone_config=hiera, backbone_channel_list=list(t.channel_list),
         backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2])
-    prompt = Sam2PromptEncoderConfig(image_size=size)
+    prompt = transformers.Sam2PromptEncoderConfig(image_size=size)
     if not video:
-        return Sam2Config(vision_config=vision, prompt_encoder_config=prompt)
-    return Sam2VideoConfig(
+        return transformers.Sam2Config(vision_config=vision, prompt_encoder_config=prompt)
+    return transformers.Sam2VideoConfig(
         vision_config=vision, prompt_encoder_config=prompt, image_size=size,
         memory_attention_rope_feat_sizes=[size // 16] * 2,
         enable_occlusion_spatial_embedding=c.sam2_1,
@@ -90,7 +81,7 @@ IMAGE_ONLY = [case for case, (_, video) in CASES.items() if not video]
 def saved(request, tmp_path_factory):
     """(case, transformers model as saved, folder written by save_pretrained)."""
     variant, video = CASES[request.param]
-    model_class = Sam2VideoModel if video else Sam2Model
+    model_class = transformers.Sam2VideoModel if video else transformers.Sam2Model
     hf = randomize(model_class(hf_config(variant, SIZE, video)))
     folder = tmp_path_factory.mktemp("hf")
     hf.save_pretrained(folder)
@@ -99,11 +90,11 @@ def saved(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_oracle(saved):
-    """transformers' Sam2Model read from the saved folder, as a user would."""
+    """transformers' transformers.Sam2Model read from the saved folder, as a user would."""
     _, _, folder = saved
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "a sam2_video checkpoint into Sam2Model"
-        model, info = Sam2Model.from_pretrained(folder, output_loading_info=True)
+        warnings.simplefilter("ignore")  # "a sam2_video checkpoint into transformers.Sam2Model"
+        model, info = transformers.Sam2Model.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"], info
     return model.eval()
 
@@ -242,7 +233,7 @@ def test_every_official_layout_converts(variant):
     """All eight official architectures: transformers' full layout (built without memory,
     on the meta device) renames to exactly our keys and shapes."""
     with torch.device("meta"):
-        hf = Sam2VideoModel(hf_config(variant, 1024, True))
+        hf = transformers.Sam2VideoModel(hf_config(variant, 1024, True))
     state = hf.state_dict()
     state.pop("shared_image_embedding.positional_embedding")  # meta tensors cannot compare
     converted = hf_to_meta(state)
