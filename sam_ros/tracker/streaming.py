@@ -72,6 +72,9 @@ class StreamingTracker:
         if max_cond_frames is not None and max_cond_frames < 2:
             raise ValueError("max_cond_frames must be at least 2 (or None for no cap)")
         autocast(model.device, precision)  # validates the name
+        if not model.has_memory:
+            raise ValueError(f"{model.config.name} is an image-only model: tracking needs "
+                             f"SAM 2's memory, load a SAM 2 / 2.1 checkpoint")
         self.model = model
         self.precision = precision
         self.ring_size = ring_size
