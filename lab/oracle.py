@@ -1,8 +1,10 @@
-"""Meta's ``sam2==1.1.0`` as the test oracle: reference models with random weights.
+"""The test oracles: Meta's ``sam2==1.1.0`` and ``segment-anything==1.0`` and MobileSAM's
+published code (``mobile_sam``), as reference models with random weights.
 
-Only tests import this module. The reference builds its models from its own hydra configs;
-every floating-point parameter and buffer is then redrawn from a seeded generator so that no
-path is hidden by a zero or constant initialisation (layer scales of 1e-6, zero embeddings).
+Only tests and benchmarks import this module. The references build their models from their
+own configs and builders; every floating-point parameter and stored buffer is then redrawn
+from a seeded generator so that no path is hidden by a zero or constant initialisation
+(layer scales of 1e-6, zero embeddings).
 """
 
 import numpy as np
@@ -22,19 +24,30 @@ CONFIG_FILES = {
 }
 
 
+def _stored_buffers(module):
+    """(name, buffer) of the buffers a state dict holds: not the non-persistent ones
+    (SAM's pixel statistics, TinyViT's cached bias tables), which are derived, not learned."""
+    for prefix, owner in module.named_modules():
+        skip = getattr(owner, "_non_persistent_buffers_set", ())
+        for name, buffer in owner.named_buffers(recurse=False):
+            if name not in skip:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
+
+
 def randomize_(module, seed=0, object_bias=1.0):
-    """Redraw every float parameter and buffer: matrices ~ N(0, 1/fan_in), vectors around
-    their role's typical value (norm weights near 1, everything else near 0)."""
+    """Redraw every float parameter and stored buffer: matrices ~ N(0, 1/fan_in), vectors
+    around their role's typical value (norm weights and batch-norm variances near 1,
+    everything else near 0)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        for name, tensor in list(module.named_parameters()) + list(_stored_buffers(module)):
             if not tensor.is_floating_point():
                 continue
             noise = torch.randn(tensor.shape, generator=gen)
             if tensor.ndim >= 2:
                 fan_in = tensor[0].numel() if tensor.ndim > 1 else 1
                 value = noise / max(fan_in, 1) ** 0.5
-            elif "norm" in name and name.endswith("weight"):
+            elif ("norm" in name and name.endswith("weight")) or name.endswith("running_var"):
                 value = 1.0 + 0.1 * noise
             else:
                 value = 0.1 * noise
@@ -57,6 +70,44 @@ def build_oracle(variant, image_size=None, seed=0, video=False, overrides=()):
     builder = build_sam2_video_predictor if video else build_sam2
     model = builder(CONFIG_FILES[variant], None, device="cpu", hydra_overrides_extra=extra)
     return randomize_(model, seed).eval()
+
+
+def build_sam_oracle(variant, depth=None, global_attn_indexes=None, seed=0):
+    """The reference ``Sam`` of a SAM (2023) variant with random weights: segment_anything's
+    for ``sam_vit_b`` / ``_l`` / ``_h``, mobile_sam's for ``mobile_sam``.
+
+    ``depth`` with ``global_attn_indexes`` builds a shallower ViT of the official width,
+    heads and window size (read off the official model, built on the meta device), to keep
+    tests of the large encoders fast.
+    """
+    import_torchvision()
+    if variant == "mobile_sam":
+        from mobile_sam import sam_model_registry
+
+        return randomize_(sam_model_registry["vit_t"](), seed).eval()
+    from segment_anything import sam_model_registry
+    from segment_anything.build_sam import _build_sam
+
+    kind = variant.removeprefix("sam_")
+    if depth is None:
+        model = sam_model_registry[kind]()
+    else:
+        with torch.device("meta"):
+            official = sam_model_registry[kind]().image_encoder
+        model = _build_sam(encoder_embed_dim=official.patch_embed.proj.out_channels,
+                           encoder_depth=depth, encoder_num_heads=official.blocks[0].attn.num_heads,
+                           encoder_global_attn_indexes=list(global_attn_indexes))
+    return randomize_(model, seed).eval()
+
+
+def oracle_sam_predictor(oracle_model):
+    """The reference ``SamPredictor`` (segment_anything's, or mobile_sam's for MobileSAM)."""
+    import_torchvision()
+    if type(oracle_model).__module__.startswith("mobile_sam"):
+        from mobile_sam import SamPredictor
+    else:
+        from segment_anything import SamPredictor
+    return SamPredictor(oracle_model)
 
 
 def read_image(path=None, size=None):

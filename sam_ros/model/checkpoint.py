@@ -1,10 +1,11 @@
-"""Reading and writing SAM 2 checkpoints in Meta's format, safely and with clear errors.
+"""Reading and writing checkpoints in Meta's formats, safely and with clear errors.
 
-An official checkpoint is a pickle holding ``{"model": state_dict}``. It is read with
-``torch.load(..., weights_only=True)``: tensors and plain containers only, so a file that
-would need to run code to load is refused instead of executed. A Hugging Face
-``transformers`` save (``model.safetensors``) is read too, renamed to Meta's keys
-(``hf_format``).
+An official SAM 2 checkpoint is a pickle holding ``{"model": state_dict}``; SAM's
+(``sam_vit_b_01ec64.pth`` ...) and MobileSAM's (``mobile_sam.pt``) hold the bare state dict.
+Both are read with ``torch.load(..., weights_only=True)``: tensors and plain containers
+only, so a file that would need to run code to load is refused instead of executed. A
+Hugging Face ``transformers`` SAM 2 save (``model.safetensors``) is read too, renamed to
+Meta's keys (``hf_format``).
 """
 
 import os
@@ -12,7 +13,7 @@ import pickle
 
 import torch
 
-from .configs import VARIANTS
+from .configs import VARIANTS, Sam2Config, SamConfig, TinyVitConfig, VitConfig
 
 
 class CheckpointError(RuntimeError):
@@ -53,8 +54,9 @@ def read_state_dict(path):
     if not isinstance(content, dict) or not content or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
         raise CheckpointError(
-            f"checkpoint {path}: not a SAM 2 checkpoint, expected {{'model': state_dict}} "
-            f"of named tensors, found {_describe(content)}")
+            f"checkpoint {path}: not a SAM 2 or SAM checkpoint, expected {{'model': "
+            f"state_dict}} (SAM 2) or a bare state dict (SAM) of named tensors, found "
+            f"{_describe(content)}")
     return content
 
 
@@ -91,23 +93,83 @@ def _describe(content):
     return f"a {type(content).__name__}"
 
 
+# The tensor that marks each family's image encoder.
+HIERA_MARK = "image_encoder.trunk.pos_embed"  # SAM 2 / 2.1
+VIT_MARK = "image_encoder.pos_embed"  # SAM (2023)
+TINY_VIT_MARK = "image_encoder.patch_embed.seq.0.c.weight"  # MobileSAM
+
+
+def _count(state_dict, prefix):
+    """How many numbered children ``prefix.N.`` the state dict has."""
+    return 1 + max((int(k[len(prefix):].split(".")[0]) for k in state_dict
+                    if k.startswith(prefix)), default=-1)
+
+
 def detect_variant(state_dict, source="checkpoint"):
-    """The official variant whose module tree has exactly these keys and trunk shape."""
-    pos_embed = state_dict.get("image_encoder.trunk.pos_embed")
-    if pos_embed is None or pos_embed.ndim != 4:
-        raise CheckpointError(
-            f"{source}: not a SAM 2 checkpoint, no 'image_encoder.trunk.pos_embed' tensor")
+    """The official variant whose module tree has these keys and encoder shape: SAM 2 / 2.1
+    by its Hiera trunk, SAM by its ViT, MobileSAM by its TinyViT."""
+    if HIERA_MARK in state_dict:
+        return _detect_sam2(state_dict, source)
+    if VIT_MARK in state_dict:
+        return _detect_sam_vit(state_dict, source)
+    if TINY_VIT_MARK in state_dict:
+        return _detect_tiny_vit(state_dict, source)
+    raise CheckpointError(
+        f"{source}: not a SAM 2 checkpoint, nor a SAM or MobileSAM one: it has no "
+        f"'{HIERA_MARK}' (SAM 2), '{VIT_MARK}' (SAM) or '{TINY_VIT_MARK}' (MobileSAM) tensor")
+
+
+def _detect_sam2(state_dict, source):
+    pos_embed = state_dict[HIERA_MARK]
+    if pos_embed.ndim != 4:
+        raise CheckpointError(f"{source}: not a SAM 2 checkpoint, '{HIERA_MARK}' has shape "
+                              f"{tuple(pos_embed.shape)}")
     width = pos_embed.shape[1]
-    blocks = 1 + max((int(k.split(".")[3]) for k in state_dict
-                      if k.startswith("image_encoder.trunk.blocks.")), default=-1)
+    blocks = _count(state_dict, "image_encoder.trunk.blocks.")
     sam2_1 = "no_obj_embed_spatial" in state_dict
     for name, config in VARIANTS.items():
-        if (config.trunk.embed_dim == width and sum(config.trunk.stages) == blocks
-                and config.sam2_1 == sam2_1):
+        if (isinstance(config, Sam2Config) and config.trunk.embed_dim == width
+                and sum(config.trunk.stages) == blocks and config.sam2_1 == sam2_1):
             return name
     raise CheckpointError(
         f"{source}: no official SAM 2 variant has a {blocks}-block Hiera trunk of width "
         f"{width} ({'SAM 2.1' if sam2_1 else 'SAM 2'} keys); pass the variant explicitly")
+
+
+def _sam_variants(encoder_type):
+    return [(name, config) for name, config in VARIANTS.items()
+            if isinstance(config, SamConfig) and isinstance(config.encoder, encoder_type)]
+
+
+def _detect_sam_vit(state_dict, source):
+    pos_embed = state_dict[VIT_MARK]
+    if pos_embed.ndim != 4:
+        raise CheckpointError(f"{source}: not a SAM checkpoint, '{VIT_MARK}' has shape "
+                              f"{tuple(pos_embed.shape)}")
+    width = pos_embed.shape[-1]
+    blocks = _count(state_dict, "image_encoder.blocks.")
+    for name, config in _sam_variants(VitConfig):
+        if config.encoder.embed_dim == width and config.encoder.depth == blocks:
+            return name
+    raise CheckpointError(
+        f"{source}: no official SAM variant has a {blocks}-block ViT of width {width}; pass "
+        f"the variant explicitly")
+
+
+def _detect_tiny_vit(state_dict, source):
+    stages = _count(state_dict, "image_encoder.layers.")
+    depths = tuple(_count(state_dict, f"image_encoder.layers.{i}.blocks.")
+                   for i in range(stages))
+    widths = (state_dict[TINY_VIT_MARK].shape[0] * 2,) + tuple(
+        state_dict[f"image_encoder.layers.{i}.downsample.conv1.c.weight"].shape[0]
+        for i in range(stages - 1)
+        if f"image_encoder.layers.{i}.downsample.conv1.c.weight" in state_dict)
+    for name, config in _sam_variants(TinyVitConfig):
+        if config.encoder.embed_dims == widths and config.encoder.depths == depths:
+            return name
+    raise CheckpointError(
+        f"{source}: no official MobileSAM variant has a TinyViT of widths {list(widths)} and "
+        f"depths {list(depths)}; pass the variant explicitly")
 
 
 def load_into(model, state_dict, source="checkpoint"):
@@ -126,7 +188,7 @@ def load_into(model, state_dict, source="checkpoint"):
         try:
             hint = f"; it looks like {detect_variant(state_dict, source)}"
         except CheckpointError:
-            hint = "; it does not look like any SAM 2 checkpoint"
+            hint = "; it does not look like any SAM 2, SAM or MobileSAM checkpoint"
         raise CheckpointError(
             f"{source} does not fit {variant}: {' and '.join(parts)}{hint}")
     wrong = [(k, tuple(state_dict[k].shape), tuple(v.shape))
@@ -140,9 +202,11 @@ def load_into(model, state_dict, source="checkpoint"):
 
 
 def save_checkpoint(model, path):
-    """Write ``model`` in the official layout, ``{"model": state_dict}``."""
+    """Write ``model`` in its family's official layout: ``{"model": state_dict}`` for SAM 2,
+    the bare state dict for SAM and MobileSAM (so that Meta's loaders read it too)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"model": state}, os.fspath(path))
+    bare = isinstance(getattr(model, "config", None), SamConfig)
+    torch.save(state if bare else {"model": state}, os.fspath(path))
 
 
 __all__ = ["CheckpointError", "read_state_dict", "detect_variant", "load_into",

@@ -32,6 +32,20 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
+class MLPBlock(nn.Module):
+    """Two linear layers with an activation between them, named as in SAM (2023)'s
+    checkpoints (``lin1``, ``lin2``; SAM 2 names the same thing ``MLP.layers``)."""
+
+    def __init__(self, embedding_dim, mlp_dim, activation=nn.GELU):
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.act = activation()
+
+    def forward(self, x):
+        return self.lin2(self.act(self.lin1(x)))
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor."""
 

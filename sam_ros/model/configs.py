@@ -1,8 +1,10 @@
-"""The official SAM 2 / SAM 2.1 variants, and our small bundled one, as plain Python data.
+"""The official SAM 2 / SAM 2.1 variants, our small bundled one, and SAM (2023) with its
+ViT-B/L/H encoders and MobileSAM's TinyViT, as plain Python data.
 
-Names follow Meta's config files (``sam2.1_hiera_t`` ...). A config fully determines the
-module tree, hence the state-dict keys and shapes, so a checkpoint of a variant loads
-strictly into the model built from that variant's config.
+SAM 2 names follow Meta's config files (``sam2.1_hiera_t`` ...); SAM's are ``sam_vit_b``,
+``sam_vit_l``, ``sam_vit_h`` and ``mobile_sam``. A config fully determines the module tree,
+hence the state-dict keys and shapes, so a checkpoint of a variant loads strictly into the
+model built from that variant's config.
 """
 
 import dataclasses
@@ -110,14 +112,90 @@ MINI = Sam2Config(
 VARIANTS[MINI.name] = MINI
 
 
+
+
+# ------------------------------------------------------------------------- SAM (2023)
+
+@dataclass(frozen=True)
+class VitConfig:
+    """SAM's plain ViT encoder: windowed attention everywhere except ``global_attn_indexes``,
+    decomposed relative positions in every block, an absolute position embedding."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TinyVitConfig:
+    """MobileSAM's TinyViT encoder: a convolutional stage, then three windowed-attention
+    stages. ``merge_strides`` are the patch-merging strides between stages (MobileSAM keeps
+    the last stage at 1/16 of the image: the neck then sees the same grid as SAM's)."""
+
+    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    merge_strides: tuple[int, ...] = (2, 2, 1)
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3
+    # TinyViT's ImageNet classifier head: unused by SAM, but the checkpoint carries it.
+    num_classes: int = 1000
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Everything that shapes a SAM (2023) model: an image encoder and SAM's prompt encoder
+    and mask decoder (no high-resolution features, no object-score head, IoU as raw
+    regression). Only image prompts: SAM has no memory."""
+
+    name: str
+    encoder: VitConfig | TinyVitConfig
+    image_size: int = 1024
+    d_model: int = 256  # neck, prompt encoder and decoder width
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    mask_in_chans: int = 16
+    num_multimask_outputs: int = 3
+    # SAM's predictor returns three candidate masks unless told otherwise.
+    multimask_output: bool = True
+
+    @property
+    def embedding_size(self):
+        """Side of the image embedding (64 at 1024; both encoders have stride 16)."""
+        return self.image_size // 16
+
+    def replace(self, **changes):
+        """A copy with some fields changed. Note that SAM's position embeddings are sized
+        for ``image_size``: a checkpoint only fits the size it was trained at."""
+        return dataclasses.replace(self, **changes)
+
+
+SAM_ENCODERS = {
+    "sam_vit_b": VitConfig(768, 12, 12, (2, 5, 8, 11)),
+    "sam_vit_l": VitConfig(1024, 24, 16, (5, 11, 17, 23)),
+    "sam_vit_h": VitConfig(1280, 32, 16, (7, 15, 23, 31)),
+    "mobile_sam": TinyVitConfig(),
+}
+VARIANTS.update({name: SamConfig(name=name, encoder=encoder)
+                 for name, encoder in SAM_ENCODERS.items()})
+
+
 def get_config(variant, **overrides):
-    """The config of a named variant, with optional field overrides."""
-    if isinstance(variant, Sam2Config):
+    """The config of a named variant (any family), with optional field overrides."""
+    if isinstance(variant, (Sam2Config, SamConfig)):
         config = variant
     else:
         try:
             config = VARIANTS[variant]
         except KeyError:
             raise ValueError(
-                f"unknown SAM 2 variant {variant!r}; known: {', '.join(VARIANTS)}") from None
+                f"unknown SAM 2 variant (or SAM / MobileSAM variant) {variant!r}; known: "
+                f"{', '.join(VARIANTS)}") from None
     return config.replace(**overrides) if overrides else config

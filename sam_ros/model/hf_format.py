@@ -150,10 +150,10 @@ def is_image_only(state_dict):
 
 def load_image_only(model, state_dict, source="checkpoint"):
     """Load an image-only save: the image path strictly, every tensor of it; the memory
-    path keeps its untrained values and the model refuses to track (``memory_loaded``)."""
+    path keeps its untrained values and the model refuses to track (``has_memory``)."""
     untrained = {k: v for k, v in model.state_dict().items() if k.startswith(MEMORY_KEY_PREFIXES)}
     load_into(model, {**untrained, **state_dict}, source=source)
-    model.memory_loaded = False
+    model.has_memory = False
     return model
 
 

@@ -50,6 +50,14 @@ def apply_linear(layer: nn.Linear, x: torch.Tensor, fused: bool) -> torch.Tensor
     return layer(x)
 
 
+def fused_gelu_mlp_residual(x: torch.Tensor, hidden_in: torch.Tensor, fc1: nn.Linear,
+                            fc2: nn.Linear) -> torch.Tensor:
+    """``x + fc2(gelu(fc1(hidden_in)))`` in two oneDNN kernels: fc1 + bias + GELU, then
+    fc2 + bias + the residual. Only where ``use_fused`` allows."""
+    hidden = _dnn_linear(hidden_in, fc1.weight, fc1.bias, "gelu", [], "none")
+    return _dnn_linear_add(hidden, x.contiguous(), fc2.weight, fc2.bias, "add")
+
+
 # --------------------------------------------------------------------------------------------
 # helpers on channels-last token grids
 # --------------------------------------------------------------------------------------------
@@ -217,10 +225,7 @@ class HieraBlock(nn.Module):
 
         keep = drop_path_factors(x, self.drop_path_prob, self.training)
         if keep is None and use_fused(x):
-            # fc1 + bias + GELU in one kernel, then fc2 + bias + residual in another.
-            fc1, fc2 = self.mlp.layers
-            hidden = _dnn_linear(self.norm2(x), fc1.weight, fc1.bias, "gelu", [], "none")
-            return _dnn_linear_add(hidden, x.contiguous(), fc2.weight, fc2.bias, "add")
+            return fused_gelu_mlp_residual(x, self.norm2(x), *self.mlp.layers)
         return add_residual(x, self.mlp(self.norm2(x)), keep)
 
 

@@ -10,7 +10,7 @@ first image-to-token update does the image branch grow to one copy per prompt.
 import torch
 from torch import nn
 
-from .common import MLP, Attention, LayerNorm2d
+from .common import MLP, Attention, LayerNorm2d, MLPBlock
 
 
 def _head_weights(linear, heads):
@@ -128,14 +128,18 @@ class TwoWayAttentionBlock(nn.Module):
     """
 
     def __init__(self, embedding_dim, num_heads, mlp_dim=2048, activation=nn.ReLU,
-                 attention_downsample_rate=2, skip_first_layer_pe=False):
+                 attention_downsample_rate=2, skip_first_layer_pe=False, sam1_names=False):
         super().__init__()
         rate = attention_downsample_rate
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2, activation=activation)
+        if sam1_names:
+            self.mlp = MLPBlock(embedding_dim, mlp_dim, activation=activation)
+        else:
+            self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2,
+                           activation=activation)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate=rate)
@@ -171,10 +175,12 @@ class TwoWayTransformer(nn.Module):
     ``forward(image_embedding, image_pe, point_embedding)`` takes a (B or 1, C, H, W) image,
     its (1, C, H, W) encoding and (B, N, C) tokens, and returns the tokens (B, N, C) and the
     image tokens (B, HW, C). A batch-1 image is shared by all B token sets.
+    ``sam1_names``: the blocks' MLPs carry SAM (2023)'s parameter names (``mlp.lin1``)
+    instead of SAM 2's (``mlp.layers.0``); the computation is the same.
     """
 
     def __init__(self, depth, embedding_dim, num_heads, mlp_dim, activation=nn.ReLU,
-                 attention_downsample_rate=2):
+                 attention_downsample_rate=2, sam1_names=False):
         super().__init__()
         self.depth = depth
         self.embedding_dim = embedding_dim
@@ -184,7 +190,7 @@ class TwoWayTransformer(nn.Module):
             TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim=mlp_dim,
                                  activation=activation,
                                  attention_downsample_rate=attention_downsample_rate,
-                                 skip_first_layer_pe=(i == 0))
+                                 skip_first_layer_pe=(i == 0), sam1_names=sam1_names)
             for i in range(depth))
         self.final_attn_token_to_image = Attention(
             embedding_dim, num_heads, downsample_rate=attention_downsample_rate)

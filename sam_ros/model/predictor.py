@@ -1,7 +1,14 @@
-"""Interactive image segmentation with the semantics of Meta's ``SAM2ImagePredictor``.
+"""Interactive image segmentation with the semantics of Meta's ``SAM2ImagePredictor`` for
+SAM 2 models and of its ``SamPredictor`` for SAM (2023) and MobileSAM models.
 
 ``set_image`` runs the encoder once; every ``predict`` after it only runs the prompt
 encoder and mask decoder, so many prompts on one image are cheap.
+
+The families differ in how an image becomes a model input, how prompts are tokenised and
+what is handed back; the predictor leaves that to the model, which answers (``SAM2`` and
+``sam.SAM`` alike): ``image_size``, ``device``, ``input_transform(image_hw)`` (image in,
+points in, masks out), ``encode_image``, ``without_memory``, ``mask_input_size``,
+``default_multimask_output``, ``masks_from_prompts`` and ``low_res_logit_limit``.
 """
 
 import numpy as np
@@ -9,15 +16,10 @@ import torch
 
 from .common import autocast
 from .prompts import parse_points_and_box
-from .transforms import preprocess, to_model_coords, upscale_logits
-
-# Low-resolution logits handed back for reuse as ``mask_input`` are clamped like the
-# reference's, so that a fed-back mask cannot saturate the prompt encoder.
-LOW_RES_LOGIT_LIMIT = 32.0
 
 
 class SamImagePredictor:
-    """Prompted masks on one image at a time, from a built SAM 2 model.
+    """Prompted masks on one image at a time, from a built SAM 2, SAM or MobileSAM model.
 
     ``precision="bfloat16"`` runs the image encoder under bfloat16 autocast (the fast
     path). The prompt encoder and mask decoder always run in float32: they are a small
@@ -35,6 +37,7 @@ class SamImagePredictor:
         """Forget the current image and its embeddings."""
         self._features = None
         self._image_hw = None
+        self._transform = None
 
     @property
     def is_image_set(self):
@@ -48,12 +51,14 @@ class SamImagePredictor:
     def set_image(self, image):
         """Encode an RGB uint8 H x W x 3 image (any size) and cache its features."""
         self.reset_image()
-        model_input = preprocess(image, self.model.image_size, self.device)
+        transform = self.model.input_transform(image.shape[:2])
+        model_input = transform.image(image, self.device)
         with autocast(self.device, self.precision):
             features = self.model.encode_image(model_input).float()
         features.embed = self.model.without_memory(features.embed)
         self._features = features
         self._image_hw = image.shape[:2]
+        self._transform = transform
 
     def get_image_embedding(self):
         """The cached 1 x C x h x w image embedding (with SAM 2's no-memory term added)."""
@@ -65,17 +70,23 @@ class SamImagePredictor:
             raise ValueError("no image set: call set_image(image) before predict()")
 
     def _prompts(self, point_coords, point_labels, box, mask_input):
-        """Validate user prompts; return batched model-space (coords, labels, mask)."""
+        """Validate user prompts; return batched model-space (points, boxes, mask): points
+        as (coords B x P x 2, labels B x P) or None, boxes B x 4 or None."""
         if point_coords is None and box is None and mask_input is None:
             raise ValueError("empty prompt: give point_coords+point_labels, a box or a mask_input")
         coords, labels = parse_points_and_box(point_coords, point_labels, box, self._image_hw)
+        points = boxes = None
         if coords is not None:
-            coords = to_model_coords(torch.as_tensor(coords, device=self.device),
-                                     self._image_hw, self.model.image_size)
+            coords = self._transform.points(torch.as_tensor(coords, device=self.device))
             labels = torch.as_tensor(labels, device=self.device)
+            if box is not None:  # the box corners come first
+                boxes = coords[:, :2].reshape(-1, 4)
+                coords, labels = coords[:, 2:], labels[:, 2:]
+            if coords.shape[1]:
+                points = (coords, labels)
         mask = None
         if mask_input is not None:
-            expected = tuple(self.model.sam_prompt_encoder.mask_input_size)
+            expected = self.model.mask_input_size
             mask = np.asarray(mask_input, dtype=np.float32)
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape) if mask.ndim < 4 else mask
             if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != expected:
@@ -84,7 +95,7 @@ class SamImagePredictor:
             if not np.all(np.isfinite(mask)):
                 raise ValueError("mask_input contains NaN or infinite values")
             mask = torch.as_tensor(mask, device=self.device)
-        return coords, labels, mask
+        return points, boxes, mask
 
     @torch.inference_mode()
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
@@ -94,31 +105,25 @@ class SamImagePredictor:
         Coordinates are (x, y) pixels of the image given to ``set_image``; labels are 1 for
         foreground and 0 for background; ``box`` is [x_min, y_min, x_max, y_max];
         ``mask_input`` is low-resolution logits from an earlier call. ``multimask_output``
-        defaults to the model's config: three candidates for Meta's models (as their
-        predictor gives), the one trained mask for the bundled one. Returns
+        defaults to the model's config: three candidates for Meta's and MobileSAM's models
+        (as their predictors give), the one trained mask for the bundled one. Returns
         ``(masks C x H x W, iou_scores C, low_res_logits C x h x w)`` as numpy arrays, with a
         leading batch axis when several prompts were given at once.
         """
         self._require_image()
         if multimask_output is None:
-            multimask_output = self.model.config.multimask_output_in_sam
-        coords, labels, mask = self._prompts(point_coords, point_labels, box, mask_input)
-        decoder = self.model.sam_mask_decoder
-        encoder = self.model.sam_prompt_encoder
-        points = None if coords is None else (coords, labels)
-        features = self._features
-        sparse, dense = encoder(points=points, boxes=None, masks=mask)
-        batch = sparse.shape[0]
-        low_res, ious, _, _ = decoder(
-            image_embeddings=features.embed, image_pe=encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask_output, repeat_image=batch > 1,
-            high_res_features=features.high_res)
-        masks = upscale_logits(low_res, self._image_hw)
+            multimask_output = self.model.default_multimask_output
+        points, boxes, mask = self._prompts(point_coords, point_labels, box, mask_input)
+        low_res, ious = self.model.masks_from_prompts(self._features, points, boxes, mask,
+                                                      multimask_output)
+        masks = self._transform.masks(low_res)
         if not return_logits:
             masks = masks > self.mask_threshold
-        low_res = low_res.float().clamp(-LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT)
+        low_res = low_res.float()
+        limit = self.model.low_res_logit_limit
+        if limit is not None:
+            low_res = low_res.clamp(-limit, limit)
         out = [masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()]
-        if batch == 1:
+        if low_res.shape[0] == 1:
             out = [a[0] for a in out]
         return tuple(out)

@@ -27,6 +27,7 @@ from .memory import (
     RoPEAttention,
 )
 from .prompt_encoder import PromptEncoder
+from .transforms import SquareResize
 
 # Logit written into the masks of an object judged absent (as in the reference).
 NO_OBJECT_LOGIT = -1024.0
@@ -36,15 +37,29 @@ MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
 
 @dataclass
 class ImageFeatures:
-    """One encoder pass over a batch of images."""
+    """One encoder pass over a batch of images. SAM (2023) has only ``embed``."""
 
     embed: torch.Tensor  # B x C x h x w, stride 16
-    pos: torch.Tensor  # B x C x h x w, sine encoding of ``embed``'s grid
-    high_res: List[torch.Tensor]  # [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w], decoder-ready
+    pos: torch.Tensor | None  # B x C x h x w, sine encoding of ``embed``'s grid
+    high_res: List[torch.Tensor] | None  # [B x C/8 x 4h x 4w, B x C/4 x 2h x 2w], decoder-ready
 
     def float(self):
         """The same features in float32 (after a bfloat16 encoder pass), for the heads."""
-        return ImageFeatures(self.embed.float(), self.pos.float(), [h.float() for h in self.high_res])
+        return ImageFeatures(self.embed.float(), None if self.pos is None else self.pos.float(),
+                             None if self.high_res is None else [h.float() for h in self.high_res])
+
+
+def decode_prompts(prompt_encoder, mask_decoder, features, points, boxes, mask_input,
+                   multimask_output):
+    """Mask logits (B x M x 4h x 4w) and IoU predictions (B x M) for B prompt sets on the
+    one image of ``features``: the image-predictor path of both SAM families."""
+    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    low_res, ious, _, _ = mask_decoder(
+        image_embeddings=features.embed, image_pe=prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        multimask_output=multimask_output, repeat_image=sparse.shape[0] > 1,
+        high_res_features=features.high_res)
+    return low_res, ious
 
 
 @dataclass
@@ -63,6 +78,14 @@ class MaskPrediction:
 class SAM2(nn.Module):
     """SAM 2 (image encoder, SAM heads, memory encoder, memory attention, object pointers)."""
 
+    # What the image predictor and the tracker ask of a model (``sam.SAM`` answers too).
+    # It can track objects through video; False after loading an image-only checkpoint
+    # (transformers' Sam2Model), whose memory path holds no trained weights.
+    has_memory = True
+    # Low-resolution logits that the image predictor hands back for reuse as a mask prompt
+    # are clamped like the reference's, so that they cannot saturate the prompt encoder.
+    low_res_logit_limit = 32.0
+
     def __init__(self, config: Sam2Config):
         super().__init__()
         self.config = config
@@ -72,9 +95,6 @@ class SAM2(nn.Module):
         self.hidden_dim = c.d_model
         self.mem_dim = c.mem_dim
         self.num_maskmem = c.num_maskmem
-        # False after loading an image-only checkpoint (transformers' Sam2Model): the
-        # memory path then holds no trained weights, and tracking is refused.
-        self.memory_loaded = True
 
         trunk = Hiera(
             embed_dim=c.trunk.embed_dim, num_heads=c.trunk.num_heads, stages=c.trunk.stages,
@@ -148,6 +168,39 @@ class SAM2(nn.Module):
         fpn, pos = out["backbone_fpn"], out["vision_pos_enc"]
         high_res = [self.sam_mask_decoder.conv_s0(fpn[0]), self.sam_mask_decoder.conv_s1(fpn[1])]
         return ImageFeatures(embed=fpn[-1], pos=pos[-1], high_res=high_res)
+
+    def input_transform(self, image_hw):
+        """How an H x W image becomes this model's input (SAM 2 stretches it to a square)."""
+        return SquareResize(image_hw, self.image_size)
+
+    @property
+    def mask_input_size(self):
+        """(h, w) of the low-resolution mask logits the prompt encoder takes."""
+        return tuple(self.sam_prompt_encoder.mask_input_size)
+
+    @property
+    def default_multimask_output(self):
+        """Whether the image predictor returns three candidates unless told otherwise."""
+        return self.config.multimask_output_in_sam
+
+    def masks_from_prompts(self, features, points=None, boxes=None, mask_input=None,
+                           multimask_output=True):
+        """Mask logits and IoU predictions for B prompt sets on one image (features after
+        ``without_memory``), as SAM 2's image predictor computes them: box corners become
+        points labelled 2 and 3, ahead of the clicks. ``points``: (B x P x 2 model-input
+        pixels, B x P labels) or None; ``boxes``: B x 4 or None; ``mask_input``: B x 1 x
+        ``mask_input_size`` logits or None."""
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([2, 3], dtype=torch.int32, device=boxes.device)
+            corner_labels = corner_labels.expand(corners.shape[0], 2)
+            if points is None:
+                points = (corners, corner_labels)
+            else:
+                points = (torch.cat([corners, points[0]], dim=1),
+                          torch.cat([corner_labels, points[1].to(torch.int32)], dim=1))
+        return decode_prompts(self.sam_prompt_encoder, self.sam_mask_decoder, features, points,
+                              None, mask_input, multimask_output)
 
     def without_memory(self, embed):
         """Image features of a frame that has no memory to attend to (first prompt, image
@@ -228,7 +281,6 @@ class SAM2(nn.Module):
 
         Returns (features B x mem_dim x h x w, position encoding of the same shape).
         """
-        self._require_memory()
         if binarize:
             mask = (high_res_masks > 0).float()
         else:
@@ -247,20 +299,12 @@ class SAM2(nn.Module):
         ``embed``/``pos``: B x C x h x w; ``memory``/``memory_pos``: M x B x mem_dim, the
         last ``num_obj_ptr_tokens`` of which are object-pointer tokens (no rotary encoding).
         """
-        self._require_memory()
         b, c, h, w = embed.shape
         curr = embed.flatten(2).permute(2, 0, 1)
         curr_pos = pos.flatten(2).permute(2, 0, 1)
         out = self.memory_attention(curr=curr, curr_pos=curr_pos, memory=memory,
                                     memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
         return out.permute(1, 2, 0).reshape(b, c, h, w)
-
-    def _require_memory(self):
-        if not self.memory_loaded:
-            raise RuntimeError(
-                "this SAM 2 model was loaded from an image-only checkpoint (a transformers "
-                "Sam2Model save): it segments images but has no memory weights to track "
-                "with; use a full checkpoint (Meta's .pt, or a Sam2VideoModel save)")
 
     def assemble_memory(self, spatial, pointers=None, pointer_offsets=None):
         """Memory tokens and their position encodings for B objects, sequence first.

@@ -80,6 +80,10 @@ class StreamingTracker:
         if max_cond_frames is not None and max_cond_frames < 2:
             raise ValueError("max_cond_frames must be at least 2 (or None for no cap)")
         autocast(model.device, precision)  # validates the name
+        if not model.has_memory:
+            raise ValueError(f"{model.config.name} has no memory to track with (an image-only "
+                             f"model or checkpoint): tracking needs a SAM 2 / 2.1 video "
+                             f"checkpoint")
         self.model = model
         self.precision = precision
         self.ring_size = ring_size

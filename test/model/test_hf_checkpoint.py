@@ -129,7 +129,7 @@ def test_predictions_match_transformers(saved, image_oracle, ours):
     variant, video = CASES[case]
     # an image-only save cannot tell SAM 2.1 from SAM 2 (their image paths are the same)
     assert ours.config.name == (variant if video else variant.replace("sam2.1", "sam2"))
-    assert ours.memory_loaded == video
+    assert ours.has_memory == video
     image = read_image(IMAGES[1])  # 800 x 534
     h, w = image.shape[:2]
     predictor = SamImagePredictor(ours)
@@ -197,9 +197,9 @@ def test_memory_path_matches_transformers(saved, ours):
 
 @pytest.mark.parametrize("saved", IMAGE_ONLY, indirect=True)
 def test_image_only_save_refuses_to_track(saved, ours):
-    embed = torch.zeros(1, 256, SIZE // 16, SIZE // 16)
-    with pytest.raises(RuntimeError, match="image-only checkpoint.*cannot track|no memory weights"):
-        ours.encode_memory(embed, torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1), True)
+    from sam_ros.tracker import StreamingTracker
+    with pytest.raises(ValueError, match="no memory to track with.*image-only"):
+        StreamingTracker(ours)
 
 
 @pytest.mark.parametrize("saved", FULL[:1], indirect=True)
