@@ -17,10 +17,9 @@ import time
 
 import numpy as np
 import torch
-from common import describe_machine
 
-from sam_ros.model import SAM, SAM2, SamImagePredictor, get_config
-from training.oracle import (
+from common import describe_machine
+from lab.oracle import (
     IMAGES,
     build_oracle,
     build_sam_oracle,
@@ -29,6 +28,7 @@ from training.oracle import (
     oracle_sam_predictor,
     read_image,
 )
+from sam_ros.model import SAM, SAM2, SamImagePredictor, get_config
 
 MODELS = [  # (name, variant, family)
     ("SAM ViT-B", "sam_vit_b", "sam"),

@@ -72,8 +72,8 @@ _RULES = [
 _RULES = [(re.compile(pattern), replacement) for pattern, replacement in _RULES]
 
 _MLP_END = re.compile(r"^(.*)\.(proj_in|proj_out|layers\.(\d+))\.(weight|bias)$")
-_DOWNSAMPLER = re.compile(r"^(memory_encoder\.mask_downsampler)\.(?:layers\.(\d+)\.(conv|layer_norm)"
-                          r"|(final_conv))\.(weight|bias)$")
+_DOWNSAMPLER = re.compile(r"^(memory_encoder\.mask_downsampler)\."
+                          r"(?:layers\.(\d+)\.(conv|layer_norm)|(final_conv))\.(weight|bias)$")
 
 
 def is_hf_checkpoint(path):

@@ -37,7 +37,8 @@ def parse_points_and_box(points, labels, box, image_hw):
                              f"{boxes.shape}")
         boxes = boxes.reshape(-1, 4)
         if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
-            raise ValueError(f"box must have x_min <= x_max and y_min <= y_max, got {boxes.tolist()}")
+            raise ValueError(f"box must have x_min <= x_max and y_min <= y_max, got "
+                             f"{boxes.tolist()}")
         if np.any(boxes[:, 0] >= w) or np.any(boxes[:, 1] >= h) or np.any(boxes[:, 2] <= 0) \
                 or np.any(boxes[:, 3] <= 0):
             raise ValueError(f"box {boxes.tolist()} lies outside the {w}x{h} image")
@@ -59,7 +60,8 @@ def parse_points_and_box(points, labels, box, image_hw):
         if not np.all(np.isin(values, (FOREGROUND, BACKGROUND))):
             raise ValueError(f"labels must be 1 (foreground) or 0 (background), got "
                              f"{sorted(set(values.ravel().tolist()))}")
-        outside = (coords[..., 0] < 0) | (coords[..., 0] > w) | (coords[..., 1] < 0) | (coords[..., 1] > h)
+        x, y = coords[..., 0], coords[..., 1]
+        outside = (x < 0) | (x > w) | (y < 0) | (y > h)
         if outside.any():
             raise ValueError(f"points {coords[outside].tolist()} lie outside the {w}x{h} image")
         coords_parts.append(coords)

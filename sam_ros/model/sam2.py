@@ -227,9 +227,10 @@ class SAM2(nn.Module):
         if points is None:
             points = embed.new_zeros(b, 1, 2)
             labels = torch.full((b, 1), -1, dtype=torch.int32, device=embed.device)
-        if mask_input is not None and mask_input.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
-            mask_input = F.interpolate(mask_input.float(), size=self.sam_prompt_encoder.mask_input_size,
-                                       mode="bilinear", align_corners=False, antialias=True)
+        size = self.sam_prompt_encoder.mask_input_size
+        if mask_input is not None and mask_input.shape[-2:] != size:
+            mask_input = F.interpolate(mask_input.float(), size=size, mode="bilinear",
+                                       align_corners=False, antialias=True)
         sparse, dense = self.sam_prompt_encoder(points=(points, labels), boxes=None,
                                                 masks=mask_input)
         low_res_multi, ious, tokens, object_score_logits = self.sam_mask_decoder(
@@ -290,7 +291,8 @@ class SAM2(nn.Module):
         features, pos = out["vision_features"], out["vision_pos_enc"][-1]
         if self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).float()
-            features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
+            no_object = self.no_obj_embed_spatial[..., None, None]
+            features = features + absent[:, :, None, None] * no_object
         return features, pos
 
     def attend_memory(self, embed, pos, memory, memory_pos, num_obj_ptr_tokens):

@@ -96,7 +96,8 @@ def test_other_model_and_wrong_shape(tiny_checkpoint, tmp_path):
     state["no_mem_embed"] = torch.zeros(1, 1, 128)
     bad = tmp_path / "bad_shape.pt"
     torch.save({"model": state}, bad)
-    with pytest.raises(CheckpointError, match=r"1 tensors of the wrong shape \(no_mem_embed: file \(1, 1, 128\) vs model \(1, 1, 256\)"):
+    with pytest.raises(CheckpointError, match=r"1 tensors of the wrong shape \(no_mem_embed: "
+                       r"file \(1, 1, 128\) vs model \(1, 1, 256\)"):
         build_sam2("sam2.1_hiera_t", checkpoint=bad)
     not_dict = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], not_dict)

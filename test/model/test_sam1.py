@@ -15,6 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from lab.oracle import (
+    IMAGES,
+    build_sam_oracle,
+    copy_weights,
+    import_torchvision,
+    oracle_sam_predictor,
+    read_image,
+)
 from sam_ros.model import (
     BUNDLED_CHECKPOINT,
     SAM,
@@ -27,14 +35,6 @@ from sam_ros.model import (
     save_checkpoint,
 )
 from sam_ros.model.transforms import LongestSideResize
-from training.oracle import (
-    IMAGES,
-    build_sam_oracle,
-    copy_weights,
-    import_torchvision,
-    oracle_sam_predictor,
-    read_image,
-)
 
 TOL = 1e-4
 SHALLOW = {"depth": 2, "global_attn_indexes": (1,)}

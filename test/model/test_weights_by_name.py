@@ -419,7 +419,8 @@ def test_build_sam2_by_official_name(server, cache, monkeypatch, tmp_path):
     assert model.config.name == "sam2.1_hiera_t"
     assert (cache / "sam2.1_hiera_tiny.pt").read_bytes() == data
     reference = torch.load(tmp_path / "t.pt", weights_only=True)["model"]
-    assert torch.equal(model.state_dict()["no_obj_embed_spatial"], reference["no_obj_embed_spatial"])
+    key = "no_obj_embed_spatial"
+    assert torch.equal(model.state_dict()[key], reference[key])
     assert build_sam2().config.name == "sam_ros_mini"  # no arguments: still the bundled model
 
 
