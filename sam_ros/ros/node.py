@@ -54,7 +54,7 @@ from sam_ros.srv import RemoveObject, Segment
 from . import conversions, parameters
 from .outputs import Outputs
 from .services import fill_segment_response, segment_prompt
-from .session import Session
+from .session import ImageSession, Session
 from .worker import FrameWorker
 
 
@@ -90,7 +90,12 @@ class SamRosNode(LifecycleNode):
     # ------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from sam_ros.model import BUNDLED_CHECKPOINT, CheckpointError, build_sam2
+        from sam_ros.model import (
+            BUNDLED_CHECKPOINT,
+            CheckpointError,
+            SamImagePredictor,
+            build_model,
+        )
         from sam_ros.model.hub import percent_logger, resolve_checkpoint
         from sam_ros.tracker import StreamingTracker
 
@@ -113,23 +118,30 @@ class SamRosNode(LifecycleNode):
             # a model name is fetched into the cache on first use: a log line per 10%
             path = resolve_checkpoint(ckpt, progress=percent_logger(
                 self.get_logger().info, f"downloading {ckpt}"))
-            model = build_sam2(self._param("variant"), checkpoint=path, device=device,
-                               **overrides)
-            tracker = StreamingTracker(model, precision=self._param("dtype"),
-                                       ring_size=int(self._param("ring_size")),
-                                       ring_span=float(self._param("prompt_history")) or None,
-                                       max_cond_frames=int(self._param("max_cond_frames")))
+            model = build_model(self._param("variant"), checkpoint=path, device=device,
+                                **overrides)
+            if model.has_memory:
+                session = Session(StreamingTracker(
+                    model, precision=self._param("dtype"),
+                    ring_size=int(self._param("ring_size")),
+                    ring_span=float(self._param("prompt_history")) or None,
+                    max_cond_frames=int(self._param("max_cond_frames"))))
+            else:  # SAM, MobileSAM: answers once, tracks nothing
+                session = ImageSession(SamImagePredictor(model, precision=self._param("dtype")),
+                                       int(self._param("ring_size")))
         except CheckpointError as e:
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
         except Exception as e:  # bad device, dtype, variant, image_size, out of memory
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
             return TransitionCallbackReturn.FAILURE
-        self.session = Session(tracker)
+        self.session = session
         self.get_logger().info(
             f"configured: {model.config.name} from {ckpt} on {self._param('device')} "
             f"({self._param('dtype')}, image_size {model.image_size}) in "
-            f"{time.perf_counter() - t0:.1f} s")
+            f"{time.perf_counter() - t0:.1f} s"
+            + ("" if model.has_memory else "; an image-only model: it answers once: true "
+               "requests and tracks nothing"))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -48,11 +48,12 @@ class Spec:
 
 
 SPECS = (
-    Spec("checkpoint", "", "SAM 2 / SAM 2.1 checkpoint: a file (Meta's .pt, or a Hugging Face "
-         "model.safetensors) or an official name such as sam2.1_hiera_small (downloaded into "
-         "the cache on first use); empty = the bundled sam_ros_mini model"),
-    Spec("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l, sam_ros_mini) "
-         "or auto: read off the checkpoint"),
+    Spec("checkpoint", "", "checkpoint: a file (Meta's SAM 2 .pt, SAM's .pth, MobileSAM's .pt, "
+         "a Hugging Face model.safetensors) or an official name such as sam2.1_hiera_small "
+         "(downloaded into the cache on first use); empty = the bundled sam_ros_mini model. "
+         "SAM and MobileSAM answer once: true requests only (no memory to track with)"),
+    Spec("variant", "auto", "model variant (sam2.1_hiera_t, ..., sam2_hiera_l, sam_vit_b, "
+         "sam_vit_l, sam_vit_h, mobile_sam, sam_ros_mini) or auto: read off the checkpoint"),
     Spec("device", "cpu", "torch device: cpu, cuda, cuda:N"),
     Spec("dtype", "float32", "inference precision", choices=PRECISIONS),
     Spec("image_size", 0, "model input size in pixels, multiple of 16; 0 = the variant's "

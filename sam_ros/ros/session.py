@@ -7,13 +7,37 @@ spans), so results and past-frame prompts carry the source frame's header with n
 our own beside the tracker's. No rclpy here.
 """
 
+import collections
 import threading
+
+import numpy as np
 
 from .conversions import stamp_key, stamp_text
 
 
 def stamp_seconds(stamp):
     return int(stamp.sec) + int(stamp.nanosec) * 1e-9
+
+
+def pick_frame(headers, stamp):
+    """``(position, note)`` of the frame a request's ``stamp`` names among ``headers`` (the
+    frames held, oldest first): the one with that stamp, else the nearest when the stamp
+    lies within their span (the note says which, and how far). ValueError outside it."""
+    key = stamp_key(stamp)
+    for position, header in enumerate(headers):
+        if stamp_key(header.stamp) == key:
+            return position, ""
+    wanted = stamp_seconds(stamp)
+    times = [stamp_seconds(h.stamp) for h in headers]
+    if not times or not times[0] <= wanted <= times[-1]:
+        span = (f"the {len(times)} frames held span {stamp_text(headers[0].stamp)} .. "
+                f"{stamp_text(headers[-1].stamp)}" if times else "no frame is held")
+        raise ValueError(f"no recent frame has stamp {stamp_text(stamp)}: {span} (zero stamp "
+                         f"= the latest frame; parameter prompt_history sets the span)")
+    nearest = min(range(len(times)), key=lambda i: abs(times[i] - wanted))
+    return nearest, (f"no frame held has stamp {stamp_text(stamp)}: prompted on the nearest "
+                     f"one, {stamp_text(headers[nearest].stamp)} "
+                     f"({times[nearest] - wanted:+.3f} s)")
 
 
 class Session:
@@ -57,29 +81,14 @@ class Session:
         return list(self._object_ids)
 
     def frame_for_stamp(self, stamp):
-        """``(frame index, note)`` of the ring frame a request's ``stamp`` names: the frame
-        with that stamp, else the nearest frame the ring still holds when the stamp lies
-        within the ring's span (the note says which, and how far); ``(None, "")`` for a zero
-        stamp (the latest). ValueError outside the span. Call with the lock held."""
+        """``(frame index, note)`` of the ring frame a request's ``stamp`` names
+        (``pick_frame``); ``(None, "")`` for a zero stamp (the latest). Call with the lock
+        held."""
         if not (stamp.sec or stamp.nanosec):
             return None, ""
         tracker = self._live()
-        key = stamp_key(stamp)
-        headers = tracker.ring_stamps
-        for index, header in zip(tracker.ring_frames, headers):
-            if stamp_key(header.stamp) == key:
-                return index, ""
-        wanted = stamp_seconds(stamp)
-        times = [stamp_seconds(h.stamp) for h in headers]
-        if not times[0] <= wanted <= times[-1]:
-            raise ValueError(
-                f"no recent frame has stamp {stamp_text(stamp)}: the {len(times)} frames held "
-                f"span {stamp_text(headers[0].stamp)} .. {stamp_text(headers[-1].stamp)} "
-                f"(zero stamp = the latest frame; parameter prompt_history sets the span)")
-        nearest = min(range(len(times)), key=lambda i: abs(times[i] - wanted))
-        return tracker.ring_frames[nearest], (
-            f"no frame held has stamp {stamp_text(stamp)}: prompted on the nearest one, "
-            f"{stamp_text(headers[nearest].stamp)} ({times[nearest] - wanted:+.3f} s)")
+        position, note = pick_frame(tracker.ring_stamps, stamp)
+        return tracker.ring_frames[position], note
 
     def segment(self, prompt, object_id=0, stamp=None, once=False, label=""):
         """Answer a prompt (``StreamingTracker.add_prompt``'s keywords) on the frame of
@@ -126,3 +135,64 @@ class Session:
             self.labels.clear()
             self._next_id = 1
             return count
+
+
+class ImageSession:
+    """An image-only model (SAM, MobileSAM, an image-only SAM 2 save) behind the node: it
+    answers ``once`` prompts on the recent frames it holds and tracks nothing (it has no
+    memory to track with). The same calls as ``Session``."""
+
+    def __init__(self, predictor, ring_size):
+        self.predictor = predictor
+        self.name = predictor.model.config.name
+        self.lock = threading.Lock()
+        self.labels = {}
+        self._frames = collections.deque(maxlen=ring_size)  # (header, rgb), oldest first
+        self._encoded = None  # the header of the frame the predictor holds
+
+    def close(self):
+        with self.lock:
+            device, self.predictor = self.predictor.model.device, None
+        return device
+
+    def step(self, rgb, header):
+        with self.lock:
+            self._frames.append((header, rgb))
+        return {}
+
+    def object_ids(self, wait=True):
+        return []
+
+    def segment(self, prompt, object_id=0, stamp=None, once=False, label=""):
+        if not once:
+            raise ValueError(f"{self.name} is an image-only model: it answers once: true "
+                             f"requests; tracking needs SAM 2's memory (a SAM 2 / 2.1 "
+                             f"checkpoint, e.g. sam2.1_hiera_tiny)")
+        with self.lock:
+            if self.predictor is None:
+                raise ValueError("node is not configured: configure and activate it first")
+            if not self._frames:
+                raise ValueError("no camera frame received yet; a prompt needs a frame")
+            position, note = (len(self._frames) - 1, "")
+            if stamp is not None and (stamp.sec or stamp.nanosec):
+                position, note = pick_frame([h for h, _ in self._frames], stamp)
+            header, rgb = self._frames[position]
+            if self._encoded is not header:
+                self.predictor.set_image(rgb)
+                self._encoded = header
+            masks, ious, _ = self.predictor.predict(
+                point_coords=prompt.get("points"), point_labels=prompt.get("labels"),
+                box=prompt.get("box"), return_logits=True)
+            best = int(np.argmax(ious))
+            logits = masks[best]
+            # no object score in these models: NaN says so
+            return 0, TrackAnswer(header, logits > 0, logits, float("nan"), float(ious[best])), note
+
+    def remove(self, object_id):
+        raise ValueError(f"unknown object id {object_id}: {self.name} tracks nothing")
+
+    def reset(self):
+        return 0
+
+
+TrackAnswer = collections.namedtuple("TrackAnswer", "stamp mask logits score iou")

@@ -763,6 +763,37 @@ def test_configure_downloads_a_model_by_name(frame_rgb, tmp_path, monkeypatch, c
         h.close()
 
 
+@pytest.mark.parametrize("variant", ["mobile_sam", "sam_vit_b"])
+def test_image_only_models_answer_once(variant, frame_rgb, tmp_path):
+    """SAM and MobileSAM checkpoints serve Segment with once: true (a point, a box), on the
+    frame named by its stamp; a request to track is refused, saying a SAM 2 checkpoint is
+    needed (they have no memory to track with). Random weights: plumbing, not masks."""
+    from sam_ros.model import build_model
+    torch.manual_seed(0)
+    path = tmp_path / f"{variant}.pt"
+    save_checkpoint(build_model(variant), path)
+    h = Harness(None, domain_id=next(SPARE_DOMAINS))
+    try:
+        h.node.set_parameters([Parameter("checkpoint", value=str(path)),
+                               Parameter("image_size", value=0)])  # SAM's is fixed: 1024
+        assert h.transition(Transition.TRANSITION_CONFIGURE)
+        assert h.transition(Transition.TRANSITION_ACTIVATE)
+        header, tracks = h.publish_and_wait(frame_rgb)
+        assert tracks.objects == []
+        point = h.segment(points=[160.0, 120.0], labels=[1], once=True, return_mask=True)
+        assert point.success and point.object_id == 0, point.message
+        assert point.stamp == header.stamp and point.mask.header == header
+        assert (point.mask.height, point.mask.width) == (H, W)
+        box = h.segment(box=[40.0, 30.0, 280.0, 200.0], once=True, stamp=header.stamp)
+        assert box.success and box.stamp == header.stamp, box.message
+        assert np.isfinite(box.iou) and np.isnan(box.score)  # no object score in these models
+        refused = h.segment(points=[160.0, 120.0], labels=[1])
+        assert not refused.success and "image-only" in refused.message
+        assert "SAM 2" in refused.message
+    finally:
+        h.close()
+
+
 def test_the_executor_outlives_many_transitions(checkpoint, frame_rgb):
     """Deactivate destroys the camera subscription from an executor thread while the
     spinning thread builds its wait set. When the subscription had QoS event handlers, that
