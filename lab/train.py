@@ -53,7 +53,7 @@ FOCAL_ALPHA = 0.25
 # The per-pixel mask losses --pixel-loss offers. SAM 2's focal loss (alpha 0.25): from scratch
 # it holds a model at "all background" for hundreds of steps, where plain cross-entropy + dice
 # climbs at once; on the bundled model it trades masks that bleed for masks that fall short
-# (see the model card).
+# (CHANGELOG.md: stages 1-8, 22 and 23).
 PIXEL_LOSSES = ("bce", "focal")
 # First-frame prompt kinds and how often each is drawn.
 PROMPT_KINDS = ("click", "box", "clicks", "mask")
@@ -612,7 +612,7 @@ def parse_args(argv=None):
     parser.add_argument("--hidden-weight", type=float, default=1.0,
                         help="weight of the object-score loss on frames where the target is "
                              "hidden (SAM 2: 1). Hidden frames are rare; but 4 on the bundled "
-                             "model made the head say 'hidden' everywhere (model card)")
+                             "model made the head say 'hidden' everywhere (CHANGELOG.md, stage 5)")
     parser.add_argument("--candidates-only", action="store_true",
                         help="train only the three candidate masks (their hypernetworks and "
                              "their rows of the IoU head) from one click on each target of each "
