@@ -152,8 +152,8 @@ class Harness:
     def state(self):
         return self.call(self.get_state, GetState.Request()).current_state.id
 
-    def segment(self, **fields):
-        return self.call(self.segment_cli, Segment.Request(**fields))
+    def segment(self, timeout=TIMEOUT, **fields):
+        return self.call(self.segment_cli, Segment.Request(**fields), timeout)
 
     def header(self, frame_id="camera_optical"):
         self.seq += 1
@@ -780,7 +780,9 @@ def test_image_only_models_answer_once(variant, frame_rgb, tmp_path):
         assert h.transition(Transition.TRANSITION_ACTIVATE)
         header, tracks = h.publish_and_wait(frame_rgb)
         assert tracks.objects == []
-        point = h.segment(points=[160.0, 120.0], labels=[1], once=True, return_mask=True)
+        # the first answer encodes the frame: SAM ViT-B takes tens of seconds on a 2-core CPU
+        point = h.segment(points=[160.0, 120.0], labels=[1], once=True, return_mask=True,
+                          timeout=300.0)
         assert point.success and point.object_id == 0, point.message
         assert point.stamp == header.stamp and point.mask.header == header
         assert (point.mask.height, point.mask.width) == (H, W)
