@@ -99,6 +99,25 @@ class SamImagePredictor:
         ``(masks C x H x W, iou_scores C, low_res_logits C x h x w)`` as numpy arrays, with a
         leading batch axis when several prompts were given at once.
         """
+        low_res, ious = self.predict_low_res(point_coords, point_labels, box, mask_input,
+                                             multimask_output)
+        masks = self.logits_at_image_size(low_res)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        low_res = low_res.clamp(-LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT)
+        out = [masks.cpu().numpy(), ious.cpu().numpy(), low_res.cpu().numpy()]
+        if low_res.shape[0] == 1:
+            out = [a[0] for a in out]
+        return tuple(out)
+
+    @torch.inference_mode()
+    def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                        multimask_output=None):
+        """``predict``'s prompts and validation, but the decoder's answer as it comes:
+        ``(low_res_logits B x C x h x w, iou_scores B x C)``, float tensors on the model's
+        device, batch axis always there, logits neither clamped nor upscaled. For callers
+        that decode many prompts and upscale only the masks they keep
+        (``logits_at_image_size``), such as the automatic mask generator."""
         self._require_image()
         if multimask_output is None:
             multimask_output = self.model.config.multimask_output_in_sam
@@ -108,17 +127,15 @@ class SamImagePredictor:
         points = None if coords is None else (coords, labels)
         features = self._features
         sparse, dense = encoder(points=points, boxes=None, masks=mask)
-        batch = sparse.shape[0]
         low_res, ious, _, _ = decoder(
             image_embeddings=features.embed, image_pe=encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask_output, repeat_image=batch > 1,
+            multimask_output=multimask_output, repeat_image=sparse.shape[0] > 1,
             high_res_features=features.high_res)
-        masks = upscale_logits(low_res, self._image_hw)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        low_res = low_res.float().clamp(-LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT)
-        out = [masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()]
-        if batch == 1:
-            out = [a[0] for a in out]
-        return tuple(out)
+        return low_res.float(), ious.float()
+
+    def logits_at_image_size(self, low_res_logits):
+        """Low-resolution logits N x C x h x w -> logits N x C x H x W of the image given to
+        ``set_image``."""
+        self._require_image()
+        return upscale_logits(low_res_logits, self._image_hw)
