@@ -4,6 +4,7 @@ import os
 
 import torch
 
+from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, detect_variant, load_into, read_state_dict, save_checkpoint
 from .configs import VARIANTS, Sam2Config, get_config
 from .predictor import SamImagePredictor
@@ -37,6 +38,6 @@ def build_sam2(variant="auto", checkpoint=None, device="cpu", **overrides):
     return model.to(torch.device(device)).eval()
 
 
-__all__ = ["BUNDLED_CHECKPOINT", "SAM2", "Sam2Config", "SamImagePredictor", "VARIANTS", "CheckpointError",
+__all__ = ["AutomaticMaskGenerator", "BUNDLED_CHECKPOINT", "SAM2", "Sam2Config", "SamImagePredictor", "VARIANTS", "CheckpointError",
            "build_sam2", "get_config", "save_checkpoint", "read_state_dict", "detect_variant",
            "load_into"]
