@@ -6,8 +6,8 @@ and ``segment_image --all``.
 End to end on two models: the bundled ``sam_ros_mini`` (trained, so its masks are objects of
 a real photo and NMS, crops and the crop-edge filter have real work) with the reference
 built to its size, and a random-weight ``sam2.1_hiera_t`` (Meta's architecture: three
-candidates per click, the stability-based choice of one mask in the mask-to-mask step),
-whose masks all span the image, so there every candidate is kept and compared.
+candidates per click, and the mask-to-mask step's single mask with its stability-based
+fallback), whose masks all span the image, so there every candidate is kept and compared.
 """
 
 import re
