@@ -208,3 +208,131 @@ def oracle_video_state(predictor, frames, image_size, folder):
     state["cached_features"] = {}
     assert (state["video_height"], state["video_width"]) == frames[0].shape[:2]
     return state
+
+
+_NMS_KERNEL = None
+
+
+def greedy_nms_by_definition(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression spelled out: boxes ranked by score (ties keep their
+    order), each kept unless a kept box ranked above it overlaps it by IoU > threshold.
+    Plain Python over pairs, for small inputs only: the definition the tests hold both our
+    NMS and the reference's (through ``enable_torchvision_nms``) to."""
+    boxes = boxes.double().tolist()
+    ranked = sorted(range(len(boxes)), key=lambda i: -float(scores[i]))
+    kept = []
+    for i in ranked:
+        x0, y0, x1, y1 = boxes[i]
+        survives = True
+        for j in kept:
+            u0, v0, u1, v1 = boxes[j]
+            inter = max(0.0, min(x1, u1) - max(x0, u0)) * max(0.0, min(y1, v1) - max(y0, v0))
+            union = (x1 - x0) * (y1 - y0) + (u1 - u0) * (v1 - v0) - inter
+            if union > 0 and inter / union > iou_threshold:
+                survives = False
+                break
+        if survives:
+            kept.append(i)
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+def enable_torchvision_nms():
+    """Give ``torchvision::nms`` a CPU kernel (``greedy_nms_by_definition``) so that Meta's
+    automatic mask generators, which call ``torchvision.ops.batched_nms``, run here. Tests
+    and benchmarks only; torchvision's own kernels do not load beside this torch."""
+    global _NMS_KERNEL
+    torchvision = import_torchvision()
+    if _NMS_KERNEL is None:
+        _NMS_KERNEL = torch.library.Library("torchvision", "IMPL")
+        _NMS_KERNEL.impl("nms", greedy_nms_by_definition, "CPU")
+        # torchvision checks for its compiled library before calling the operator
+        import torchvision.ops.boxes
+        torchvision.ops.boxes._assert_has_ops = lambda: None
+    return torchvision
+
+
+def oracle_mask_generator(oracle_model, min_mask_region_area=0, **options):
+    """Meta's ``SAM2AutomaticMaskGenerator`` over an oracle model (any image size), with
+    the test-only NMS kernel of ``enable_torchvision_nms``.
+
+    ``min_mask_region_area`` > 0 adds segment-anything's small-region post-processing
+    (``SamAutomaticMaskGenerator.postprocess_small_regions``, which sam2 1.1.0 carries but
+    never calls: it gives the value to its predictor, whose hole filling needs a CUDA
+    extension) after sam2's own steps, as our generator does for every family.
+    """
+    enable_torchvision_nms()
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from segment_anything import SamAutomaticMaskGenerator
+
+    generator = SAM2AutomaticMaskGenerator(oracle_model, **options)
+    # the reference predictor hard-codes the feature sizes of a 1024-pixel input
+    size = oracle_model.image_size
+    generator.predictor._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]
+    if min_mask_region_area > 0:
+        generate_masks = generator._generate_masks
+        nms_thresh = max(generator.box_nms_thresh, generator.crop_nms_thresh)
+
+        def generate_masks_then_clean(image):
+            return SamAutomaticMaskGenerator.postprocess_small_regions(
+                generate_masks(image), min_mask_region_area, nms_thresh)
+
+        generator._generate_masks = generate_masks_then_clean
+    return generator
+
+
+IMAGE_PATH_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.",
+                       "no_mem_embed")
+
+
+def build_image_oracle(config, state_dict):
+    """The reference SAM2Base for any of our configs (the bundled ``sam_ros_mini`` too, which
+    no official config describes), with the image path (image encoder, prompt encoder, mask
+    decoder, no-memory embedding) loaded from ``state_dict``; what only video tracking uses
+    is left as built. The reference hard-codes its heads' sizes, so they are rebuilt here
+    from the config with the reference's own classes."""
+    from sam2.modeling.sam.mask_decoder import MaskDecoder
+    from sam2.modeling.sam.prompt_encoder import PromptEncoder
+    from sam2.modeling.sam.transformer import TwoWayTransformer
+
+    trunk = config.trunk
+    encoder = {
+        "scalp": config.scalp,
+        "trunk.embed_dim": trunk.embed_dim,
+        "trunk.num_heads": trunk.num_heads,
+        "trunk.stages": trunk.stages,
+        "trunk.global_att_blocks": trunk.global_att_blocks,
+        "trunk.window_spec": trunk.window_spec,
+        "trunk.window_pos_embed_bkg_spatial_size": trunk.window_pos_embed_bkg_spatial_size,
+        "neck.d_model": config.d_model,
+        "neck.position_encoding.num_pos_feats": config.d_model,
+        "neck.backbone_channel_list": trunk.channel_list,
+        "neck.fpn_top_down_levels": config.fpn_top_down_levels,
+    }
+    overrides = [f"++model.image_encoder.{key}=" + (
+        "[" + ",".join(map(str, value)) + "]" if isinstance(value, tuple) else str(value))
+        for key, value in encoder.items()]
+    model = build_oracle("sam2.1_hiera_t" if config.sam2_1 else "sam2_hiera_t",
+                         image_size=config.image_size, overrides=overrides)
+    side = config.image_size // config.backbone_stride
+    model.sam_prompt_encoder = PromptEncoder(
+        embed_dim=config.d_model, image_embedding_size=(side, side),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=config.mask_in_chans)
+    model.sam_mask_decoder = MaskDecoder(
+        num_multimask_outputs=config.num_multimask_outputs,
+        transformer=TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.d_model,
+                                      mlp_dim=config.decoder_mlp_dim,
+                                      num_heads=config.decoder_heads),
+        transformer_dim=config.d_model, iou_head_depth=3, iou_head_hidden_dim=256,
+        use_high_res_features=True, iou_prediction_use_sigmoid=True, pred_obj_scores=True,
+        pred_obj_scores_mlp=True, use_multimask_token_for_obj_ptr=True,
+        dynamic_multimask_via_stability=config.dynamic_multimask_via_stability,
+        dynamic_multimask_stability_delta=config.dynamic_multimask_stability_delta,
+        dynamic_multimask_stability_thresh=config.dynamic_multimask_stability_thresh)
+    image_path = {k: v for k, v in state_dict.items() if k.startswith(IMAGE_PATH_PREFIXES)}
+    missing, unexpected = model.load_state_dict(image_path, strict=False)
+    missing = [k for k in missing if k.startswith(IMAGE_PATH_PREFIXES)]
+    if missing or unexpected:
+        raise RuntimeError(f"image path does not load: missing {missing}, unexpected "
+                           f"{unexpected}")
+    return model.eval()

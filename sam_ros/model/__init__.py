@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, detect_variant, load_into, read_state_dict, save_checkpoint
 from .configs import VARIANTS, Sam2Config, SamConfig, get_config
 from .hf_format import is_image_only, load_image_only
@@ -69,7 +70,8 @@ def _build(variant, checkpoint, device, overrides, families):
     return model.to(torch.device(device)).eval()
 
 
-__all__ = ["BUNDLED_CHECKPOINT", "CHECKPOINTS", "SAM", "SAM2", "SamConfig", "Sam2Config",
-           "SamImagePredictor", "VARIANTS", "CheckpointError", "CheckpointFetchError",
-           "build_model", "build_sam2", "fetch_checkpoint", "get_config", "resolve_checkpoint",
-           "save_checkpoint", "read_state_dict", "detect_variant", "load_into"]
+__all__ = ["AutomaticMaskGenerator", "BUNDLED_CHECKPOINT", "CHECKPOINTS", "SAM", "SAM2",
+           "SamConfig", "Sam2Config", "SamImagePredictor", "VARIANTS", "CheckpointError",
+           "CheckpointFetchError", "build_model", "build_sam2", "fetch_checkpoint", "get_config",
+           "resolve_checkpoint", "save_checkpoint", "read_state_dict", "detect_variant",
+           "load_into"]

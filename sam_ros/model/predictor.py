@@ -90,8 +90,9 @@ class SamImagePredictor:
             mask = np.asarray(mask_input, dtype=np.float32)
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape) if mask.ndim < 4 else mask
             if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != expected:
-                raise ValueError(f"mask_input must be 1 x {expected[0]} x {expected[1]} low-resolution "
-                                 f"logits (as returned by predict), got shape {np.shape(mask_input)}")
+                raise ValueError(f"mask_input must be 1 x {expected[0]} x {expected[1]} "
+                                 f"low-resolution logits (as returned by predict), got shape "
+                                 f"{np.shape(mask_input)}")
             if not np.all(np.isfinite(mask)):
                 raise ValueError("mask_input contains NaN or infinite values")
             mask = torch.as_tensor(mask, device=self.device)
@@ -110,20 +111,37 @@ class SamImagePredictor:
         ``(masks C x H x W, iou_scores C, low_res_logits C x h x w)`` as numpy arrays, with a
         leading batch axis when several prompts were given at once.
         """
+        low_res, ious = self.predict_low_res(point_coords, point_labels, box, mask_input,
+                                             multimask_output)
+        masks = self.logits_at_image_size(low_res)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        limit = self.model.low_res_logit_limit
+        if limit is not None:
+            low_res = low_res.clamp(-limit, limit)
+        out = [masks.cpu().numpy(), ious.cpu().numpy(), low_res.cpu().numpy()]
+        if low_res.shape[0] == 1:
+            out = [a[0] for a in out]
+        return tuple(out)
+
+    @torch.inference_mode()
+    def predict_low_res(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                        multimask_output=None):
+        """``predict``'s prompts and validation, but the decoder's answer as it comes:
+        ``(low_res_logits B x C x h x w, iou_scores B x C)``, float tensors on the model's
+        device, batch axis always there, logits neither clamped nor upscaled. For callers
+        that decode many prompts and upscale only the masks they keep
+        (``logits_at_image_size``), such as the automatic mask generator."""
         self._require_image()
         if multimask_output is None:
             multimask_output = self.model.default_multimask_output
         points, boxes, mask = self._prompts(point_coords, point_labels, box, mask_input)
         low_res, ious = self.model.masks_from_prompts(self._features, points, boxes, mask,
                                                       multimask_output)
-        masks = self._transform.masks(low_res)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        low_res = low_res.float()
-        limit = self.model.low_res_logit_limit
-        if limit is not None:
-            low_res = low_res.clamp(-limit, limit)
-        out = [masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()]
-        if low_res.shape[0] == 1:
-            out = [a[0] for a in out]
-        return tuple(out)
+        return low_res.float(), ious.float()
+
+    def logits_at_image_size(self, low_res_logits):
+        """Low-resolution logits N x C x h x w -> logits N x C x H x W of the image given to
+        ``set_image`` (as the model frames images: SAM crops its padding out first)."""
+        self._require_image()
+        return self._transform.masks(low_res_logits)

@@ -4,6 +4,15 @@
         [--checkpoint FILE] [--variant auto|sam2.1_hiera_t|...] [--device cpu|cuda]
         [--precision float32|bfloat16] --out OUT.png [--mask-out MASK.png]
 
+    python -m sam_ros.tools.segment_image IMAGE --all [--points-per-side 32]
+        [--pred-iou-thresh T] [--stability-score-thresh 0.95] [--box-nms-thresh 0.7]
+        [--min-mask-region-area 0] [--crop-n-layers 0] [--boxes] ... --out OUT.png
+        [--mask-out LABELS.png]
+
+--all finds every mask (``AutomaticMaskGenerator``: a grid of clicks, filtered and
+de-duplicated) and overlays them in distinct colours, smaller ones on top; --mask-out then
+writes the label image (16-bit PNG: 0 none, i the i-th mask, best predicted IoU first).
+
 Without --checkpoint it uses the bundled small model (trained on generated scenes, see its
 model card); a named --variant without a checkpoint has random weights, which shows the
 pipeline working, not a meaningful mask. Where the model gives several candidate masks,
@@ -19,7 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from sam_ros.model import CheckpointError, SamImagePredictor, build_sam2
+from sam_ros.drawing import overlay_image
+from sam_ros.model import AutomaticMaskGenerator, CheckpointError, SamImagePredictor, build_sam2
+from sam_ros.model.automatic import label_image
 
 
 def parse_point(text):
@@ -42,6 +53,49 @@ def overlay(image_rgb, mask, colour=(255, 64, 32)):
     return out.astype(np.uint8)
 
 
+class _Outline:
+    """A found mask as ``overlay_image`` draws a track: its box and number."""
+
+    visible = True
+
+    def __init__(self, number, record):
+        x, y, w, h = record["bbox"]
+        ys, xs = np.nonzero(record["segmentation"])
+        self.id, self.bbox = number, (x, y, x + w, y + h)
+        self.centroid = (xs.mean(), ys.mean())
+
+
+def segment_everything(parser, args, predictor, image):
+    """--all: every mask, overlaid in distinct colours."""
+    try:
+        generator = AutomaticMaskGenerator(
+            predictor, points_per_side=args.points_per_side,
+            points_per_batch=args.points_per_batch, pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+            box_nms_thresh=args.box_nms_thresh, min_mask_region_area=args.min_mask_region_area,
+            crop_n_layers=args.crop_n_layers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    start = time.perf_counter()
+    records = generator.generate(image)
+    seconds = time.perf_counter() - start
+    labels = label_image(records, image.shape[:2])
+    outlines = [_Outline(i + 1, r) for i, r in enumerate(records)] if args.boxes else []
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), overlay_image(image, labels, outlines)[:, :, ::-1])
+    if args.mask_out:
+        cv2.imwrite(args.mask_out, labels.astype(np.uint16))
+    print(f"{predictor.model.config.name}: {image.shape[1]}x{image.shape[0]} image, "
+          f"{len(records)} masks from {len(generator.point_grids[0])} points in {seconds:.2f} s "
+          f"(predicted IoU > {generator.pred_iou_thresh}, stability >= "
+          f"{generator.stability_score_thresh}) -> {out}")
+    if not records:
+        print("segment_image: no mask passed the thresholds; lower --pred-iou-thresh or "
+              "--stability-score-thresh (the bundled model's IoU estimates stay low on photos)",
+              file=sys.stderr)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image")
@@ -53,8 +107,23 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", required=True, help="overlay image to write")
-    parser.add_argument("--mask-out", help="also write the mask (0 / 255, 8-bit PNG)")
+    parser.add_argument("--mask-out", help="also write the mask (0 / 255, 8-bit PNG; with --all "
+                        "the label image, 16-bit)")
+    every = parser.add_argument_group("--all: every mask on the image (AutomaticMaskGenerator)")
+    every.add_argument("--all", action="store_true", help="find every mask from a grid of clicks")
+    every.add_argument("--points-per-side", type=int, default=32)
+    every.add_argument("--points-per-batch", type=int, default=64)
+    every.add_argument("--pred-iou-thresh", type=float,
+                       help="default: the model family's (0.8 for SAM 2, 0.88 for SAM)")
+    every.add_argument("--stability-score-thresh", type=float, default=0.95)
+    every.add_argument("--box-nms-thresh", type=float, default=0.7)
+    every.add_argument("--min-mask-region-area", type=int, default=0,
+                       help="remove holes and islands smaller than this (pixels)")
+    every.add_argument("--crop-n-layers", type=int, default=0)
+    every.add_argument("--boxes", action="store_true", help="draw each mask's box and number")
     args = parser.parse_args(argv)
+    if args.all and (args.point or args.box):
+        parser.error("--all finds every mask by itself: give no --point or --box with it")
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -69,6 +138,9 @@ def main(argv=None):
         print(f"segment_image: {args.variant} without --checkpoint has RANDOM weights "
               "(pipeline check only)", file=sys.stderr)
     predictor = SamImagePredictor(model, precision=args.precision)
+    if args.all:
+        segment_everything(parser, args, predictor, image)
+        return
 
     start = time.perf_counter()
     predictor.set_image(image)
