@@ -49,11 +49,16 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from sam_ros.srv import RemoveObject, Segment
+from sam_ros.srv import RemoveObject, Segment, SegmentAll
 
 from . import conversions, parameters
 from .outputs import Outputs
-from .services import fill_segment_response, segment_prompt
+from .services import (
+    fill_segment_all_response,
+    fill_segment_response,
+    segment_all_options,
+    segment_prompt,
+)
 from .session import ImageSession, Session
 from .worker import FrameWorker
 
@@ -75,6 +80,8 @@ class SamRosNode(LifecycleNode):
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=group)
         self.create_service(RemoveObject, "~/remove", self._on_remove, callback_group=group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group)
+        self.create_service(SegmentAll, "~/segment_all", self._on_segment_all,
+                            callback_group=group)
         self.outputs = Outputs(self)
 
     def _param(self, name):
@@ -276,23 +283,45 @@ class SamRosNode(LifecycleNode):
             raise ValueError("node is not active: activate it first")
         return session
 
-    def _on_segment(self, req, res):
+    def _answer(self, what, res, work):
+        """Answer a request by ``work()``, which returns the success message: a ValueError
+        (what is wrong with the request) or any other error (logged as a failure) becomes
+        ``success: false`` with its message. A request never crashes the node."""
         res.success = False
         try:
+            res.message = work()
+            res.success = True
+        except ValueError as e:
+            res.message = str(e)
+        except Exception as e:
+            res.message = f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"{what} failed: {res.message}")
+        if not res.success:
+            self.get_logger().warning(f"{what} refused: {res.message}")
+        return res
+
+    def _on_segment(self, req, res):
+        def work():
             prompt = segment_prompt(req)
             object_id, result, note = self._require_active().segment(
                 prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once,
                 label=req.label)
             fill_segment_response(res, object_id, result, req.return_mask)
-            res.success, res.message = True, note or "ok"
-        except ValueError as e:
-            res.message = str(e)
-        except Exception as e:  # never crash the node on a request
-            res.message = f"{type(e).__name__}: {e}"
-            self.get_logger().error(f"segment failed: {res.message}")
-        if not res.success:
-            self.get_logger().warning(f"segment refused: {res.message}")
-        return res
+            return note or "ok"
+        return self._answer("segment", res, work)
+
+    def _on_segment_all(self, req, res):
+        def work():
+            options = segment_all_options(req, self._param("segment_all_points_per_side"))
+            header, image_hw, records, ids = self._require_active().segment_all(
+                options, track=req.track, label=req.label,
+                max_tracks=int(self._param("segment_all_max_tracks")))
+            fill_segment_all_response(res, header, image_hw, records, ids)
+            tracked = f", {len(ids)} tracked" if req.track else ""
+            none = ("" if records else ": none passed the thresholds (lower pred_iou_thresh "
+                    "or stability_score_thresh)")
+            return f"{len(records)} masks{tracked}{none}"
+        return self._answer("segment_all", res, work)
 
     def _configured(self):
         """The session, or ValueError saying why there is none."""
@@ -303,19 +332,14 @@ class SamRosNode(LifecycleNode):
         return self.session
 
     def _on_remove(self, req, res):
-        try:
+        def work():
             self._configured().remove(int(req.object_id))
-            res.success, res.message = True, f"removed object {req.object_id}"
-        except ValueError as e:
-            res.success, res.message = False, str(e)
-        return res
+            return f"removed object {req.object_id}"
+        return self._answer("remove", res, work)
 
     def _on_reset(self, req, res):
-        try:
-            res.success, res.message = True, f"removed {self._configured().reset()} objects"
-        except ValueError as e:
-            res.success, res.message = False, str(e)
-        return res
+        return self._answer("reset", res,
+                            lambda: f"removed {self._configured().reset()} objects")
 
 
 def device_problem(device):

@@ -76,6 +76,10 @@ SPECS = (
          floats=(0.1, 60.0)),
     Spec("error_log_period", 5.0, "seconds between repeated input error log lines",
          read_at=LIVE, floats=(0.0, 3600.0)),
+    Spec("segment_all_points_per_side", 16, "~/segment_all's prompt grid: points per side "
+         "(its cost grows with the square)", read_at=LIVE, integers=(1, 64, 1)),
+    Spec("segment_all_max_tracks", 16, "most tracks one ~/segment_all with track: true starts",
+         read_at=LIVE, integers=(1, 256, 1)),
     Spec("exit_on_shutdown", True, "end the process (exit status 0) once the node is shut "
          "down; false keeps it running, finalized", read_at=LIVE),
 )

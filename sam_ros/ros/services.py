@@ -56,3 +56,39 @@ def fill_segment_response(res, object_id, result, with_mask):
     if with_mask:
         res.mask = array_to_image(result.mask.view(np.uint8) * np.uint8(255), "mono8", header)
     res.stamp = header.stamp if header is not None else Time()
+
+
+def segment_all_options(req, points_per_side):
+    """``AutomaticMaskGenerator``'s keywords from a SegmentAll request: zero fields take the
+    defaults (``points_per_side`` the node's), negative thresholds turn a filter off."""
+    if req.points_per_side < 0:
+        raise ValueError(f"points_per_side must be >= 0 (0: the node's); got "
+                         f"{req.points_per_side}")
+    options = {"points_per_side": int(req.points_per_side or points_per_side)}
+    for field in ("pred_iou_thresh", "stability_score_thresh"):
+        value = float(getattr(req, field))
+        if not np.isfinite(value) or value > 1:
+            raise ValueError(f"{field} must be at most 1 (0: the default, negative: off); "
+                             f"got {value}")
+        if value:
+            options[field] = max(value, 0.0)
+    return options
+
+
+def fill_segment_all_response(res, header, image_hw, records, object_ids):
+    """Fill a SegmentAll response: the label image (mask numbers, or the object ids of the
+    masks tracked) and the masks' boxes, scores and areas, best first."""
+    from sam_ros.model.automatic import label_image
+
+    res.stamp = header.stamp
+    res.boxes = [int(v) for r in records for v in (r["bbox"][0], r["bbox"][1],
+                                                    r["bbox"][0] + r["bbox"][2],
+                                                    r["bbox"][1] + r["bbox"][3])]
+    res.scores = [float(r["predicted_iou"]) for r in records]
+    res.stability = [float(r["stability_score"]) for r in records]
+    res.areas = [int(r["area"]) for r in records]
+    res.object_ids = list(object_ids) + [0] * (len(records) - len(object_ids))
+    numbers = label_image(records, image_hw)
+    if object_ids:
+        numbers = np.array([0] + res.object_ids, np.int32)[numbers]
+    res.labels = array_to_image(numbers.astype(np.uint16), "mono16", header)

@@ -51,6 +51,7 @@ class Session:
         self.labels = {}  # object id -> class label
         self._next_id = 1
         self._object_ids = []  # as last seen by a reader that could not wait for the lock
+        self._latest = None  # (header, rgb) of the latest frame, for segment_all
 
     def close(self):
         """Free the tracker; later calls raise ValueError. Returns its model's device."""
@@ -67,7 +68,9 @@ class Session:
         """Track every object on a new frame; ``{id: TrackResult}``, stamped with
         ``header``."""
         with self.lock:
-            return self._live().step(rgb, stamp=header, time=stamp_seconds(header.stamp))
+            results = self._live().step(rgb, stamp=header, time=stamp_seconds(header.stamp))
+            self._latest = (header, rgb)
+            return results
 
     def object_ids(self, wait=True):
         """The tracked ids; with ``wait=False`` (a timer that must not stall behind a
@@ -107,15 +110,41 @@ class Session:
                 return 0, tracker.segment_once(frame=frame, **prompt), note
             new = not object_id
             if new:
-                object_id = self._next_id
-                while object_id in tracker.object_ids:
-                    object_id += 1
+                object_id = self._free_id()
             result = tracker.add_prompt(object_id, frame=frame, **prompt)
-            if new:
+            if new:  # the id is taken once the prompt is answered
                 self._next_id = object_id + 1
             if new or label:
                 self.labels[object_id] = label
             return object_id, result, note
+
+    def segment_all(self, options, track=False, label="", max_tracks=16):
+        """Every mask on the latest frame (``AutomaticMaskGenerator(**options)``); with
+        ``track``, a track started from each of the best ``max_tracks`` masks. Returns
+        ``(header, image size, records, object ids)``."""
+        from sam_ros.model import AutomaticMaskGenerator
+
+        with self.lock:
+            tracker = self._live()
+            if self._latest is None:
+                raise ValueError("no camera frame received yet; segment_all needs a frame")
+            header, rgb = self._latest
+            records = AutomaticMaskGenerator(tracker.model, **options).generate(rgb)
+            ids = []
+            for record in records[:max_tracks] if track else []:
+                object_id = self._free_id()
+                tracker.add_prompt(object_id, mask=record["segmentation"])
+                self._next_id = object_id + 1
+                self.labels[object_id] = label
+                ids.append(object_id)
+            return header, rgb.shape[:2], records, ids
+
+    def _free_id(self):
+        """The id a new object gets: the lowest unused one from the next id on."""
+        object_id = self._next_id
+        while object_id in self.tracker.object_ids:
+            object_id += 1
+        return object_id
 
     def remove(self, object_id):
         with self.lock:
@@ -187,6 +216,23 @@ class ImageSession:
             logits = masks[best]
             # no object score in these models: NaN says so
             return 0, TrackAnswer(header, logits > 0, logits, float("nan"), float(ious[best])), note
+
+    def segment_all(self, options, track=False, label="", max_tracks=16):
+        from sam_ros.model import AutomaticMaskGenerator
+
+        if track:
+            raise ValueError(f"{self.name} is an image-only model: it cannot track what it "
+                             f"finds (track: false lists the masks); tracking needs a SAM 2 "
+                             f"/ 2.1 checkpoint")
+        with self.lock:
+            if self.predictor is None:
+                raise ValueError("node is not configured: configure and activate it first")
+            if not self._frames:
+                raise ValueError("no camera frame received yet; segment_all needs a frame")
+            header, rgb = self._frames[-1]
+            self._encoded = None  # the generator encodes the frame, then forgets it
+            records = AutomaticMaskGenerator(self.predictor, **options).generate(rgb)
+            return header, rgb.shape[:2], records, []
 
     def remove(self, object_id):
         raise ValueError(f"unknown object id {object_id}: {self.name} tracks nothing")

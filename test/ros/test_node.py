@@ -575,6 +575,35 @@ def test_prompt_client(ros, frame_rgb, tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "active", r.stdout + r.stderr
 
 
+def test_segment_all_lists_masks_and_starts_tracks(ros, frame_rgb):
+    """~/segment_all on the latest frame: the masks found (filters off: random weights
+    rate every mask low) with boxes, scores and areas, the label image with the frame's
+    header; with track: true, a track from each, labelled, under the cap."""
+    from sam_ros.srv import SegmentAll
+    client = ros.client.create_client(SegmentAll, "/sam_ros/segment_all")
+    header, _ = ros.publish_and_wait(frame_rgb)
+    everything = dict(points_per_side=4, pred_iou_thresh=-1.0, stability_score_thresh=-1.0)
+    res = ros.call(client, SegmentAll.Request(**everything))
+    assert res.success and res.stamp == header.stamp, res.message
+    count = len(res.scores)
+    assert count >= 1 and len(res.boxes) == 4 * count and len(res.areas) == count
+    assert res.labels.header == header and (res.labels.height, res.labels.width) == (H, W)
+    labels = ros_image.image_to_array(res.labels)
+    assert set(np.unique(labels)) <= set(range(count + 1)) and labels.max() >= 1
+    assert list(res.object_ids) == [0] * count
+    ros.node.set_parameters([Parameter("segment_all_max_tracks", value=1)])
+    res = ros.call(client, SegmentAll.Request(track=True, label="thing", **everything))
+    assert res.success and res.object_ids[0] == 1 and list(res.object_ids[1:]) == [0] * (
+        len(res.scores) - 1), (res.message, list(res.object_ids))
+    labels = ros_image.image_to_array(res.labels)
+    assert set(np.unique(labels)) <= {0, 1}
+    _, tracks = ros.publish_and_wait(frame_rgb)
+    assert [(o.id, o.label) for o in tracks.objects] == [(1, "thing")]
+    ros.node.set_parameters([Parameter("segment_all_max_tracks", value=16)])
+    bad = ros.call(client, SegmentAll.Request(points_per_side=-2))
+    assert not bad.success and "points_per_side" in bad.message
+
+
 def test_parameters_change_when_they_take_effect(ros):
     """A parameter read at configure is refused while configured, one read at activate
     while active, with the transition to run first; live ones change at once; values out of
@@ -592,6 +621,17 @@ def test_parameters_change_when_they_take_effect(ros):
     assert ros.node.get_parameter("dtype").value == "float32"
     assert set_one("publish_overlay", False).successful
     assert set_one("publish_overlay", True).successful
+
+
+def test_the_parameter_file_lists_every_parameter_with_its_default():
+    """config/sam_ros.yaml (what the launch file loads) and the node's table agree."""
+    import yaml
+
+    from sam_ros.ros import parameters
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "config", "sam_ros.yaml")
+    with open(path) as f:
+        listed = yaml.safe_load(f)["sam_ros"]["ros__parameters"]
+    assert listed == {spec.name: spec.default for spec in parameters.SPECS}
 
 
 def test_configure_names_a_device_it_cannot_use():
@@ -792,6 +832,13 @@ def test_image_only_models_answer_once(variant, frame_rgb, tmp_path):
         refused = h.segment(points=[160.0, 120.0], labels=[1])
         assert not refused.success and "image-only" in refused.message
         assert "SAM 2" in refused.message
+        from sam_ros.srv import SegmentAll
+        client = h.client.create_client(SegmentAll, "/sam_ros/segment_all")
+        found = h.call(client, SegmentAll.Request(points_per_side=2, pred_iou_thresh=-1.0,
+                                                  stability_score_thresh=-1.0))
+        assert found.success and found.stamp == header.stamp, found.message
+        refused = h.call(client, SegmentAll.Request(points_per_side=2, track=True))
+        assert not refused.success and "image-only" in refused.message
     finally:
         h.close()
 
