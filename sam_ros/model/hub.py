@@ -1,13 +1,15 @@
-"""Meta's official SAM 2 / SAM 2.1 checkpoints by name: from the cache, else downloaded.
+"""Official SAM 2 / 2.1, SAM and MobileSAM checkpoints by name: from the cache, else downloaded.
 
 A name such as ``sam2.1_hiera_small`` (also ``sam2.1_hiera_s`` or the Hub id
-``facebook/sam2.1-hiera-small``) resolves to a file in the cache, ``$SAM_ROS_HOME``
-(default ``$XDG_CACHE_HOME/sam_ros``, i.e. ``~/.cache/sam_ros``), under its official file
-name. A missing file is downloaded from Meta's server (or the mirror named by
-``SAM_ROS_DOWNLOAD_BASE``), and from the Hugging Face Hub if that fails. It enters the
-cache only complete and checked: it is written under a temporary name in the cache folder,
-its size and SHA-256 are compared with the official ones, it must load as a checkpoint of
-the expected variant (the strict ``weights_only`` loader), and only then is it renamed.
+``facebook/sam2.1-hiera-small``), ``sam_vit_b`` (also ``sam_vit_b_01ec64``) or
+``mobile_sam`` resolves to a file in the cache, ``$SAM_ROS_HOME`` (default
+``$XDG_CACHE_HOME/sam_ros``, i.e. ``~/.cache/sam_ros``), under its official file name. A
+missing file is downloaded from where its authors publish it (Meta's server for SAM 2 and
+SAM, MobileSAM's GitHub repository), or from the mirror named by ``SAM_ROS_DOWNLOAD_BASE``,
+and, for the SAM 2 files, from the Hugging Face Hub if that fails. It enters the cache only
+complete and checked: it is written under a temporary name in the cache folder, its size and
+digests are compared with the official ones, it must load as a checkpoint of the expected
+variant (the strict ``weights_only`` loader), and only then is it renamed.
 
 Environment: ``SAM_ROS_HOME`` (the cache), ``SAM_ROS_OFFLINE=1`` (cache only, never the
 network), ``SAM_ROS_DOWNLOAD_BASE`` (a mirror: a web folder holding the files under their
@@ -36,7 +38,13 @@ from .checkpoint import CheckpointError, detect_variant, read_state_dict
 
 log = logging.getLogger(__name__)
 
-META_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
+# Where the authors publish their files; an entry's URL pattern names one as {meta} or
+# {github} (read when a URL is made, so a test can point them at a local server).
+META_BASE_URL = "https://dl.fbaipublicfiles.com"
+GITHUB_BASE_URL = "https://github.com"
+SAM2_URL = "{meta}/segment_anything_2/{release}/{filename}"
+SAM_URL = "{meta}/segment_anything/{filename}"
+MOBILE_SAM_URL = "{github}/ChaoningZhang/MobileSAM/raw/master/weights/{filename}"
 DEFAULT_TIMEOUT_S = 30.0
 LICENSE = "Apache-2.0"
 _CHUNK = 1 << 20
@@ -44,34 +52,46 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class OfficialCheckpoint:
-    """One of Meta's released files, and what it must look like once downloaded."""
+    """One officially released file, where it is published, and what it must look like once
+    downloaded (``None``: not checked)."""
 
-    name: str  # also the file's stem: sam2.1_hiera_tiny -> sam2.1_hiera_tiny.pt
+    name: str  # what users type; the file is {name}.pt unless ``file`` says otherwise
     variant: str  # the model config it loads into (sam_ros.model.VARIANTS)
-    release: str  # Meta's release folder on its server
+    release: str  # the release folder in its URL, if the pattern has one
     megabytes: int  # approximate size on disk, for display
-    size: int | None = None  # exact size in bytes; None: not checked
-    sha256: str | None = None  # None: not checked
+    size: int | None = None  # exact size in bytes
+    sha256: str | None = None
+    url_pattern: str = SAM2_URL  # with {meta}, {github}, {release}, {filename}
+    file: str | None = None  # the official file name, if not {name}.pt
+    hub_repo: str | None = None  # a Hugging Face Hub repository holding the same file
+    md5_prefix: str | None = None  # the first hex digits of its MD5 (SAM's file names)
+    publisher: str = "Meta"
+    license: str = LICENSE
 
     @property
     def filename(self):
-        return f"{self.name}.pt"
+        return self.file or f"{self.name}.pt"
 
     @property
-    def meta_url(self):
-        return f"{META_BASE_URL}/{self.release}/{self.filename}"
+    def url(self):
+        return self.url_pattern.format(meta=META_BASE_URL, github=GITHUB_BASE_URL,
+                                       release=self.release, filename=self.filename)
 
     @property
-    def hub_repo(self):
-        return "facebook/" + self.name.replace("_", "-")
+    def spellings(self):
+        """Every name that designates this file: the name, the file's stem (SAM's carry a
+        digest: sam_vit_b_01ec64), the variant, the Hub id."""
+        names = {self.name, Path(self.filename).stem, self.variant, self.hub_repo}
+        return names - {None}
 
 
+# SAM 2 / 2.1: Meta's server, and the same files in facebook/<name> on the Hugging Face Hub.
 # Exact sizes and SHA-256 are those of the Git LFS pointers of the copies on the Hugging
 # Face Hub (the file pages of facebook/sam2.1-hiera-tiny, -small and facebook/sam2-hiera-
 # tiny, -small, -base-plus show these hashes; the other hashes, and the sizes, come from
 # LFS pointers of public copies of the files with the same hash). They could not be checked
 # against Meta's server from here (no network); a None is simply not checked.
-_TABLE = [
+_SAM2_TABLE = [
     ("sam2.1_hiera_tiny", "sam2.1_hiera_t", "092824", 156, 156008466,
      "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
     ("sam2.1_hiera_small", "sam2.1_hiera_s", "092824", 184, 184416285,
@@ -89,7 +109,38 @@ _TABLE = [
     ("sam2_hiera_large", "sam2_hiera_l", "072824", 898, 897952466,
      "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b"),
 ]
-CHECKPOINTS = {row[0]: OfficialCheckpoint(*row) for row in _TABLE}
+
+# SAM (2023): the three files linked from facebookresearch/segment-anything's README, on
+# Meta's server only (the facebook/sam-vit-* repositories on the Hub hold transformers
+# weights, not these files). Their names end in the first six hex digits of the file's MD5
+# (the full MD5s, e.g. in Sanster/IOPaint's iopaint/plugins/interactive_seg.py, begin so).
+# SHA-256: the pooch registry of computational-cell-analytics/micro-sam (micro_sam/util.py),
+# which checks them on every download, and many other projects that pin them; sizes: the
+# same in several projects' download checks (vit_b's is also a wget log of Meta's server).
+#
+# MobileSAM: weights/mobile_sam.pt in ChaoningZhang/MobileSAM, the file its README loads
+# (the release-asset URLs in circulation disagree with one another). SHA-256 from the same
+# micro-sam registry, and with the size from projects that pin the file at commit
+# f706ad9c4eb7f219c00d9050e46328518ffb65d2 of that repository. No Hub fallback either: no
+# copy there could be checked from here to be its authors'.
+_SAM_CHECKPOINTS = [
+    OfficialCheckpoint("sam_vit_b", "sam_vit_b", "", 375, 375042383,
+                       "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                       SAM_URL, "sam_vit_b_01ec64.pth", md5_prefix="01ec64"),
+    OfficialCheckpoint("sam_vit_l", "sam_vit_l", "", 1250, 1249524607,
+                       "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                       SAM_URL, "sam_vit_l_0b3195.pth", md5_prefix="0b3195"),
+    OfficialCheckpoint("sam_vit_h", "sam_vit_h", "", 2565, 2564550879,
+                       "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                       SAM_URL, "sam_vit_h_4b8939.pth", md5_prefix="4b8939"),
+    OfficialCheckpoint("mobile_sam", "mobile_sam", "", 41, 40728226,
+                       "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+                       MOBILE_SAM_URL, "mobile_sam.pt", publisher="MobileSAM authors"),
+]
+
+CHECKPOINTS = {row[0]: OfficialCheckpoint(*row, hub_repo="facebook/" + row[0].replace("_", "-"))
+               for row in _SAM2_TABLE}
+CHECKPOINTS.update((checkpoint.name, checkpoint) for checkpoint in _SAM_CHECKPOINTS)
 
 
 class CheckpointFetchError(CheckpointError):
@@ -106,9 +157,11 @@ class CheckpointFetchError(CheckpointError):
         lines = [f"cannot get checkpoint {checkpoint.name} ({checkpoint.megabytes} MB): {reason}"]
         lines += [f"  - {source}: {outcome}" for source, outcome in self.attempts]
         fetch = f"python -m sam_ros.tools.fetch {checkpoint.name}"
-        lines += [f"To place it by hand, download {checkpoint.meta_url}",
-                  f"(or {checkpoint.filename} of https://huggingface.co/{checkpoint.hub_repo})",
-                  f"and copy it to {self.cache_path}",
+        lines.append(f"To place it by hand, download {checkpoint.url}")
+        if checkpoint.hub_repo:
+            lines.append(f"(or {checkpoint.filename} of https://huggingface.co/"
+                         f"{checkpoint.hub_repo})")
+        lines += [f"and copy it to {self.cache_path}",
                   f"(on a machine with network: {fetch}, then copy the cache folder)."]
         super().__init__("\n".join(lines))
 
@@ -129,12 +182,12 @@ def is_offline():
 
 
 def official_checkpoint(text):
-    """The official checkpoint a name designates, or None. Accepted: the file stem
-    (``sam2.1_hiera_tiny``), the config name (``sam2.1_hiera_t``), the Hub id
-    (``facebook/sam2.1-hiera-tiny``)."""
+    """The official checkpoint a name designates, or None. Accepted: the name
+    (``sam2.1_hiera_tiny``, ``sam_vit_b``), the file stem (``sam_vit_b_01ec64``), the config
+    name (``sam2.1_hiera_t``), the Hub id (``facebook/sam2.1-hiera-tiny``)."""
     text = os.fspath(text).strip()
     for checkpoint in CHECKPOINTS.values():
-        if text in (checkpoint.name, checkpoint.variant, checkpoint.hub_repo):
+        if text in checkpoint.spellings:
             return checkpoint
     return None
 
@@ -145,7 +198,7 @@ def lookup_official(name):
     if checkpoint is None:
         close = difflib.get_close_matches(os.fspath(name), list(CHECKPOINTS), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise CheckpointError(f"{name!r} is not an official SAM 2 checkpoint name "
+        raise CheckpointError(f"{name!r} is not the name of an official checkpoint "
                               f"(known: {', '.join(CHECKPOINTS)}){hint}")
     return checkpoint
 
@@ -220,17 +273,26 @@ def fetch_checkpoint(name, progress=None, timeout=None):
     raise CheckpointFetchError(checkpoint, attempts, target)
 
 
-def check_file(path, checkpoint, sha256=None):
-    """What is wrong with ``path`` as the file of ``checkpoint`` (its size, SHA-256, whether
-    it loads as that variant), or None if nothing is. ``sha256``: the file's, if known."""
+def check_file(path, checkpoint, digests=None):
+    """What is wrong with ``path`` as the file of ``checkpoint`` (its size, SHA-256, MD5
+    prefix, whether it loads as that variant), or None if nothing is. ``digests``: the
+    file's hex digests by algorithm, as far as known (the others are computed)."""
     path = Path(path)
     size = path.stat().st_size
     if checkpoint.size is not None and size != checkpoint.size:
         return f"{size} bytes, the official file has {checkpoint.size}"
-    if checkpoint.sha256 is not None:
-        sha256 = sha256 or _sha256(path)
-        if sha256 != checkpoint.sha256:
-            return f"wrong content: SHA-256 {sha256}, the official file has {checkpoint.sha256}"
+    digests = dict(digests or {})
+    missing = [name for name in _digests_checked(checkpoint) if name not in digests]
+    if missing:
+        digests.update(_file_digests(path, missing))
+    if checkpoint.sha256 is not None and digests["sha256"] != checkpoint.sha256:
+        return (f"wrong content: SHA-256 {digests['sha256']}, the official file has "
+                f"{checkpoint.sha256}")
+    if checkpoint.md5_prefix is not None and not digests["md5"].startswith(
+            checkpoint.md5_prefix):
+        return (f"wrong content: MD5 {digests['md5']} does not begin with "
+                f"{checkpoint.md5_prefix} as the official file's does (its name is "
+                f"{checkpoint.filename})")
     try:
         variant = detect_variant(read_state_dict(path), source=f"{checkpoint.name} file")
     except CheckpointError as exc:
@@ -264,14 +326,15 @@ class _Failed(Exception):
 
 
 def _sources(checkpoint, timeout):
-    """(label, download(target, progress)) for each source, in the order they are tried."""
+    """(label, download(target, progress)) for each source, in the order they are tried:
+    the mirror if one is named, else the publisher's URL; then the Hub, if it has the file."""
     mirror = os.environ.get("SAM_ROS_DOWNLOAD_BASE", "").strip()
     if mirror:
         url = f"{mirror.rstrip('/')}/{checkpoint.filename}"
         label = f"mirror {url}"
     else:
-        url = checkpoint.meta_url
-        label = f"Meta {url}"
+        url = checkpoint.url
+        label = f"{checkpoint.publisher} {url}"
 
     def from_url(target, progress):
         _download_url(url, checkpoint, target, progress, timeout)
@@ -279,8 +342,11 @@ def _sources(checkpoint, timeout):
     def from_hub(target, progress):
         _download_hub(checkpoint, target, progress)
 
-    return [(label, from_url),
-            (f"Hugging Face Hub {checkpoint.hub_repo} ({checkpoint.filename})", from_hub)]
+    sources = [(label, from_url)]
+    if checkpoint.hub_repo:
+        sources.append((f"Hugging Face Hub {checkpoint.hub_repo} ({checkpoint.filename})",
+                        from_hub))
+    return sources
 
 
 @contextmanager
@@ -339,7 +405,7 @@ def _download_url(url, checkpoint, target, progress, timeout):
         expected = checkpoint.size or length
         _check_free_space(target.parent, expected)
         with _partial_file(target) as (partial, f):
-            digest = hashlib.sha256()
+            hashers = {name: _hasher(name) for name in _digests_checked(checkpoint)}
             bar = _Progress(checkpoint.name, expected, progress)
             done = 0
             try:
@@ -348,7 +414,8 @@ def _download_url(url, checkpoint, target, progress, timeout):
                     if not chunk:
                         break
                     f.write(chunk)
-                    digest.update(chunk)
+                    for hasher in hashers.values():
+                        hasher.update(chunk)
                     done += len(chunk)
                     bar.update(len(chunk))
                 f.flush()
@@ -367,7 +434,8 @@ def _download_url(url, checkpoint, target, progress, timeout):
                 bar.close()
             if expected is not None and done != expected:
                 raise _Failed(f"the connection closed after {done} of {expected} bytes")
-            _install(partial, checkpoint, target, digest.hexdigest())
+            _install(partial, checkpoint, target,
+                     {name: hasher.hexdigest() for name, hasher in hashers.items()})
 
 
 def _download_hub(checkpoint, target, progress):
@@ -405,20 +473,33 @@ def _download_hub(checkpoint, target, progress):
         path.unlink(missing_ok=True)
 
 
-def _install(path, checkpoint, target, sha256=None):
+def _install(path, checkpoint, target, digests=None):
     """Check a complete download and rename it to ``target`` (atomic, same folder)."""
-    problem = check_file(path, checkpoint, sha256)
+    problem = check_file(path, checkpoint, digests)
     if problem is not None:
         raise _Failed(problem)
     os.replace(path, target)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
+def _digests_checked(checkpoint):
+    """The hash algorithms whose digests ``checkpoint`` is checked against."""
+    return [name for name, known in (("sha256", checkpoint.sha256),
+                                     ("md5", checkpoint.md5_prefix)) if known is not None]
+
+
+def _hasher(name):
+    # MD5 here only checks a published digest, so it is allowed on FIPS systems too
+    return hashlib.new(name, usedforsecurity=False)
+
+
+def _file_digests(path, names):
+    """The hex digests of a file, one pass for every algorithm in ``names``."""
+    hashers = {name: _hasher(name) for name in names}
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
 def _check_free_space(folder, needed):
@@ -505,6 +586,7 @@ def _hub_progress_class(label, known_total, callback):
     return HubProgress
 
 
-__all__ = ["CHECKPOINTS", "META_BASE_URL", "CheckpointFetchError", "OfficialCheckpoint",
-           "cache_dir", "cached_path", "check_file", "fetch_checkpoint", "is_offline",
-           "lookup_official", "official_checkpoint", "percent_logger", "resolve_checkpoint"]
+__all__ = ["CHECKPOINTS", "GITHUB_BASE_URL", "META_BASE_URL", "CheckpointFetchError",
+           "OfficialCheckpoint", "cache_dir", "cached_path", "check_file", "fetch_checkpoint",
+           "is_offline", "lookup_official", "official_checkpoint", "percent_logger",
+           "resolve_checkpoint"]

@@ -1,4 +1,4 @@
-"""Fetch Meta's SAM 2 / SAM 2.1 checkpoints into the cache ahead of time, or list them.
+"""Fetch official SAM 2 / 2.1, SAM and MobileSAM checkpoints into the cache ahead of time.
 
     python -m sam_ros.tools.fetch NAME [NAME ...]    download what is not cached yet
     python -m sam_ros.tools.fetch --list             every name, cached or not, its size
@@ -16,7 +16,6 @@ import sys
 from sam_ros.model.checkpoint import CheckpointError
 from sam_ros.model.hub import (
     CHECKPOINTS,
-    LICENSE,
     cache_dir,
     cached_path,
     check_file,
@@ -29,13 +28,15 @@ from sam_ros.model.hub import (
 
 def list_checkpoints(out):
     out.write(f"cache: {cache_dir()}{'  (SAM_ROS_OFFLINE: cache only)' if is_offline() else ''}\n")
-    out.write(f"{'name':24} {'model':17} {'size':>8}  cached\n")
+    out.write(f"{'name':23} {'model':16} {'size':>7}  {'from':18} cached\n")
     for checkpoint in CHECKPOINTS.values():
         path = cached_path(checkpoint.name)
         state = f"yes, {path.stat().st_size / 1e6:.0f} MB, {path}" if path else "no"
-        out.write(f"{checkpoint.name:24} {checkpoint.variant:17} "
-                  f"{checkpoint.megabytes:>5} MB  {state}\n")
-    out.write(f"All from Meta ({LICENSE}); python -m sam_ros.tools.fetch NAME downloads one.\n")
+        out.write(f"{checkpoint.name:23} {checkpoint.variant:16} "
+                  f"{checkpoint.megabytes:>4} MB  {checkpoint.publisher:18} {state}\n")
+    licenses = sorted({checkpoint.license for checkpoint in CHECKPOINTS.values()})
+    out.write(f"Licence: {', '.join(licenses)}. python -m sam_ros.tools.fetch NAME downloads "
+              f"one.\n")
 
 
 def verify(checkpoint):

@@ -1,20 +1,31 @@
 """Official checkpoints by name (sam_ros.model.hub) against a local HTTP server on the
 loopback address: Meta-style downloads, the mirror, the Hugging Face Hub fallback (a small
 fake of the two calls huggingface_hub makes), offline mode, and every failure ending either
-in a cached file that loads or in a clear error with nothing left in the cache."""
+in a cached file that loads or in a clear error with nothing left in the cache. SAM and
+MobileSAM by name too: their URLs, the MD5 digits in SAM's file names, no Hub fallback."""
 
+import dataclasses
 import errno
 import hashlib
 import http.server
 import socket
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 
 import pytest
 import torch
 
-from sam_ros.model import SAM2, CheckpointError, build_sam2, get_config, hub, save_checkpoint
+from sam_ros.model import (
+    SAM2,
+    CheckpointError,
+    build_model,
+    build_sam2,
+    get_config,
+    hub,
+    save_checkpoint,
+)
 from sam_ros.model.hub import CheckpointFetchError, OfficialCheckpoint, fetch_checkpoint
 from sam_ros.tools import fetch as fetch_tool
 
@@ -37,6 +48,16 @@ def mini_bytes(tmp_path_factory):
     data = random_checkpoint("sam_ros_mini", tmp_path_factory.mktemp("ckpt") / "mini.pt")
     assert len(data) > 3 * (1 << 20)  # several download chunks
     return data
+
+
+@pytest.fixture(scope="module")
+def mobile_sam_bytes(tmp_path_factory):
+    """A MobileSAM checkpoint in the official layout (a bare state dict), random weights:
+    41 MB like the real one."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "mobile_sam.pt"
+    save_checkpoint(build_model("mobile_sam"), path)
+    return path.read_bytes()
 
 
 class LoopbackServer(http.server.ThreadingHTTPServer):
@@ -157,6 +178,7 @@ def cache(tmp_path, monkeypatch, server):
                  "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(hub, "META_BASE_URL", f"{server.url}/meta")
+    monkeypatch.setattr(hub, "GITHUB_BASE_URL", f"{server.url}/github")
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
@@ -167,13 +189,22 @@ def cache(tmp_path, monkeypatch, server):
 def entry(mini_bytes, monkeypatch):
     """A registered official checkpoint whose size and SHA-256 are the test file's."""
     official = OfficialCheckpoint(NAME, "sam_ros_mini", "0101", 8, len(mini_bytes),
-                                  hashlib.sha256(mini_bytes).hexdigest())
+                                  hashlib.sha256(mini_bytes).hexdigest(),
+                                  hub_repo="facebook/test-mini")
     monkeypatch.setitem(hub.CHECKPOINTS, NAME, official)
     return official
 
 
 def meta_path(official):
-    return f"/meta/{official.release}/{official.filename}"
+    """The path of its official URL (on the loopback server, once ``cache`` is set up)."""
+    return urllib.parse.urlsplit(official.url).path
+
+
+def registered(monkeypatch, name, **changes):
+    """The official entry ``name`` with some fields changed, for the rest of the test."""
+    official = dataclasses.replace(hub.CHECKPOINTS[name], **changes)
+    monkeypatch.setitem(hub.CHECKPOINTS, name, official)
+    return official
 
 
 def hub_path(official):
@@ -249,8 +280,7 @@ def test_failures_leave_nothing(case, server, cache, entry, mini_bytes, monkeypa
         other[-100] ^= 0xFF
         server.routes[route] = serve(bytes(other))
     elif case == "not a checkpoint":
-        monkeypatch.setitem(hub.CHECKPOINTS, NAME, OfficialCheckpoint(
-            NAME, "sam_ros_mini", "0101", 8))  # no known size or hash: the loader judges
+        registered(monkeypatch, NAME, size=None, sha256=None)  # the loader judges
         server.routes[route] = serve(b"\x00" * 5000)
     elif case == "disk full":
         server.routes[route] = serve(mini_bytes)
@@ -276,7 +306,7 @@ def test_failures_leave_nothing(case, server, cache, entry, mini_bytes, monkeypa
         assert f"cannot get checkpoint {NAME}" in message
         assert expected in message, message
         assert f"copy it to {cache / entry.filename}" in message
-        assert entry.meta_url in message
+        assert entry.url in message
         assert isinstance(info.value, CheckpointError)
         assert time.monotonic() - start < 20
         assert f"Hugging Face Hub {entry.hub_repo}" in message
@@ -410,11 +440,9 @@ def test_build_sam2_by_official_name(server, cache, monkeypatch, tmp_path):
     """A real name end to end: sam2.1_hiera_tiny from a mirror (random weights; its size and
     hash stand in for the official ones), loaded by build_sam2 with variant auto."""
     data = random_checkpoint("sam2.1_hiera_t", tmp_path / "t.pt")
-    official = hub.CHECKPOINTS["sam2.1_hiera_tiny"]
-    monkeypatch.setitem(hub.CHECKPOINTS, official.name, OfficialCheckpoint(
-        official.name, official.variant, official.release, official.megabytes, len(data),
-        hashlib.sha256(data).hexdigest()))
-    server.routes["/meta/092824/sam2.1_hiera_tiny.pt"] = serve(data)
+    registered(monkeypatch, "sam2.1_hiera_tiny", size=len(data),
+               sha256=hashlib.sha256(data).hexdigest())
+    server.routes["/meta/segment_anything_2/092824/sam2.1_hiera_tiny.pt"] = serve(data)
     model = build_sam2(checkpoint="sam2.1_hiera_t")  # the config-style spelling
     assert model.config.name == "sam2.1_hiera_t"
     assert (cache / "sam2.1_hiera_tiny.pt").read_bytes() == data
@@ -430,16 +458,18 @@ def test_names_and_paths(cache, tmp_path, monkeypatch):
     assert official("sam2.1_hiera_b+").name == "sam2.1_hiera_base_plus"
     assert official("facebook/sam2-hiera-large").name == "sam2_hiera_large"
     assert official("sam2.1_hiera_huge") is None
-    assert len(hub.CHECKPOINTS) == 8
-    assert hub.CHECKPOINTS["sam2_hiera_tiny"].meta_url == (
-        f"{hub.META_BASE_URL}/072824/sam2_hiera_tiny.pt")
+    assert len(hub.CHECKPOINTS) == 12
+    assert hub.CHECKPOINTS["sam2_hiera_tiny"].url == (
+        f"{hub.META_BASE_URL}/segment_anything_2/072824/sam2_hiera_tiny.pt")
     # an existing path wins over a name
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sam2.1_hiera_tiny").write_bytes(b"x")
     assert hub.resolve_checkpoint("sam2.1_hiera_tiny") == "sam2.1_hiera_tiny"
-    with pytest.raises(CheckpointError, match="not an official SAM 2 checkpoint name.*did you mean "
-                                              "sam2.1_hiera_small"):
+    with pytest.raises(CheckpointError, match="not the name of an official checkpoint.*did you "
+                                              "mean sam2.1_hiera_small"):
         build_sam2(checkpoint="sam2.1_hiera_smal")
+    with pytest.raises(CheckpointError, match="did you mean sam_vit_h"):
+        build_model(checkpoint="sam_vit_hh")
     with pytest.raises(CheckpointError, match="nope.pt: no such file"):
         build_sam2(checkpoint="nope.pt")
 
@@ -486,3 +516,114 @@ def test_fetch_tool(server, cache, entry, mini_bytes, capsys):
     (cache / entry.filename).write_bytes(mini_bytes[:-1] + b"!")
     assert fetch_tool.main(["--verify"]) == 1
     assert "wrong content" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ SAM and MobileSAM
+
+SAM_FILES = {  # name -> (official URL, the MD5 digits in the file name)
+    "sam_vit_b": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+                  "01ec64"),
+    "sam_vit_l": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+                  "0b3195"),
+    "sam_vit_h": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+                  "4b8939"),
+    "mobile_sam": ("https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                   None),
+}
+
+
+@pytest.mark.parametrize("name", list(SAM_FILES))
+def test_sam_and_mobile_sam_names(name):
+    """Where each file is published, the names it answers to, what is checked; no Hub copy
+    (the facebook/sam-vit-* repositories hold transformers weights, not these files)."""
+    url, md5_prefix = SAM_FILES[name]
+    official = hub.CHECKPOINTS[name]
+    assert official.url == url and official.filename == url.rsplit("/", 1)[1]
+    assert official.variant == name and official.hub_repo is None
+    assert official.md5_prefix == md5_prefix
+    stem = official.filename.rsplit(".", 1)[0]
+    assert official.sha256 and official.size and official.license == "Apache-2.0"
+    assert hub.official_checkpoint(name) is official
+    assert hub.official_checkpoint(stem) is official  # sam_vit_b_01ec64
+    assert hub.official_checkpoint(official.filename) is None  # a file name is a path
+    # the transformers SAM on the Hub is another format: its id is not one of these names
+    assert hub.official_checkpoint("facebook/sam-vit-base") is None
+
+
+def test_mobile_sam_fetched_by_name_then_cached(server, cache, monkeypatch, mobile_sam_bytes,
+                                                capsys):
+    """fetch mobile_sam downloads it from its GitHub URL; build_model by name then loads the
+    cached file without a request. The only source is the official one: no Hub request."""
+    official = registered(monkeypatch, "mobile_sam", size=len(mobile_sam_bytes),
+                          sha256=hashlib.sha256(mobile_sam_bytes).hexdigest())
+    route = "/github/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
+    server.routes[route] = serve(mobile_sam_bytes)
+    assert fetch_tool.main(["mobile_sam"]) == 0
+    assert f"mobile_sam: {cache / 'mobile_sam.pt'} (41 MB)" in capsys.readouterr().out
+    assert cache_files(cache) == [official.filename] and server.paths() == [route]
+    model = build_model(checkpoint="mobile_sam")
+    assert model.config.name == "mobile_sam" and server.paths() == [route]
+    served = torch.load(cache / "mobile_sam.pt", weights_only=True)
+    key = "image_encoder.patch_embed.seq.0.c.weight"
+    assert torch.equal(model.state_dict()[key], served[key])
+    with pytest.raises(CheckpointError, match="holds a mobile_sam model, not a SAM2 one"):
+        build_sam2(checkpoint="mobile_sam")
+
+
+@pytest.mark.parametrize("case", ["wrong prefix", "wrong prefix, right SHA-256", "right prefix"])
+def test_md5_prefix_of_sam_file_names(case, server, cache, entry, monkeypatch, mini_bytes):
+    """SAM's file names carry the first digits of the file's MD5: a download whose MD5 does
+    not begin with them is refused and nothing is cached, even when the SHA-256 matches."""
+    md5 = hashlib.md5(mini_bytes).hexdigest()
+    if case == "right prefix":
+        official = registered(monkeypatch, NAME, md5_prefix=md5[:6], size=None, sha256=None)
+    elif case == "wrong prefix":  # sam_vit_b itself, as if only its name's digest were known
+        official = registered(monkeypatch, "sam_vit_b", size=None, sha256=None)
+    else:
+        official = registered(monkeypatch, NAME, md5_prefix="01ec64")
+    server.routes[meta_path(official)] = serve(mini_bytes)
+    if case == "right prefix":
+        assert_loads(fetch_checkpoint(NAME), mini_bytes)
+        assert cache_files(cache) == [official.filename]
+        return
+    with pytest.raises(CheckpointFetchError) as info:
+        fetch_checkpoint(official.name)
+    message = str(info.value)
+    assert (f"{official.url}: wrong content: MD5 {md5} does not begin with 01ec64 as the "
+            f"official file's does") in message, message
+    assert f"copy it to {cache / official.filename}" in message
+    assert cache_files(cache) == []
+    if case == "wrong prefix":
+        assert meta_path(official) == "/meta/segment_anything/sam_vit_b_01ec64.pth"
+        assert f"  - Meta {official.url}" in message
+        assert "Hugging Face" not in message and "huggingface.co" not in message
+        assert server.paths("HEAD") == [] and server.paths() == [meta_path(official)]
+
+
+def test_sam_names_offline(server, cache, monkeypatch, mobile_sam_bytes, capsys):
+    """SAM_ROS_OFFLINE: a name not cached is an error that says where to put which file and
+    where to get it, without a request; a file placed by hand loads by name."""
+    monkeypatch.setenv("SAM_ROS_OFFLINE", "1")
+    with pytest.raises(CheckpointFetchError) as info:
+        build_model(checkpoint="sam_vit_b_01ec64")
+    message = str(info.value)
+    assert message.startswith("cannot get checkpoint sam_vit_b (375 MB): not in the cache, "
+                              "and SAM_ROS_OFFLINE is set")
+    assert f"download {server.url}/meta/segment_anything/sam_vit_b_01ec64.pth\n" in message
+    assert f"and copy it to {cache / 'sam_vit_b_01ec64.pth'}\n" in message
+    assert "python -m sam_ros.tools.fetch sam_vit_b," in message
+    assert "huggingface" not in message
+    cache.mkdir()
+    (cache / "mobile_sam.pt").write_bytes(mobile_sam_bytes)  # placed by hand
+    assert build_model(checkpoint="mobile_sam").config.name == "mobile_sam"
+    assert server.requests == []
+
+    assert fetch_tool.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines[2:-1]}
+    assert list(rows) == list(hub.CHECKPOINTS)
+    assert rows["sam_vit_h"].split()[1:5] == ["sam_vit_h", "2565", "MB", "Meta"]
+    assert rows["sam_vit_b"].endswith(" no")
+    assert rows["mobile_sam"].split()[1:6] == ["mobile_sam", "41", "MB", "MobileSAM", "authors"]
+    assert f"yes, 41 MB, {cache / 'mobile_sam.pt'}" in rows["mobile_sam"]
+    assert lines[-1].startswith("Licence: Apache-2.0.")
