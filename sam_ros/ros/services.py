@@ -87,8 +87,9 @@ def fill_segment_all_response(res, header, image_hw, records, object_ids):
     res.scores = [float(r["predicted_iou"]) for r in records]
     res.stability = [float(r["stability_score"]) for r in records]
     res.areas = [int(r["area"]) for r in records]
-    res.object_ids = list(object_ids) + [0] * (len(records) - len(object_ids))
+    ids = list(object_ids) + [0] * (len(records) - len(object_ids))
+    res.object_ids = ids
     numbers = label_image(records, image_hw)
     if object_ids:
-        numbers = np.array([0] + res.object_ids, np.int32)[numbers]
+        numbers = np.array([0] + ids, np.int32)[numbers]
     res.labels = array_to_image(numbers.astype(np.uint16), "mono16", header)
