@@ -3,10 +3,10 @@
 The frame worker steps the tracker while service calls prompt it; every call holds one lock,
 so a request is answered between two frames, on the frame it names. The lock is re-entrant:
 the worker holds it across the detector's work on a frame (``detector.py``), which calls
-``segment`` and ``remove`` too. Each frame is given to
-the tracker with its message header as the stamp (and the header's time as the time its ring
-spans), so results and past-frame prompts carry the source frame's header with no ring of
-our own beside the tracker's. No rclpy here.
+``segment`` and ``remove`` too. Each frame is given to the tracker with its message header
+as the stamp (and the header's time as the time its ring spans), so results and past-frame
+prompts carry the source frame's header with no ring of our own beside the tracker's. No
+rclpy here.
 """
 
 import threading
