@@ -786,8 +786,10 @@ def test_a_flooding_detector_is_capped_and_the_node_stays_current(ros):
     ros.set(max_objects=0)
     res = ros.call(ros.segment_cli, Segment.Request(box=[10.0, 10.0, 60.0, 60.0]))
     assert res.success and res.object_id == 5, res.message
+    received = ros.node.keeper.stats["detections_in"]
     ros.detections_pub.publish(Detection2DArray(header=ros.header(), detections=flood))
-    ros.wait_for(lambda: ros.node.keeper._held, "the detections")
+    ros.wait_for(lambda: ros.node.keeper.stats["detections_in"] > received, "the detections")
+    assert ros.node.keeper._held
     assert ros.call(ros.reset_cli, Trigger.Request()).success
     assert not ros.node.keeper._held  # detections of before a reset start nothing after it
 
