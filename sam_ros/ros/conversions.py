@@ -1,11 +1,11 @@
 """Messages <-> numpy: sensor_msgs/Image and CompressedImage without cv_bridge, and stamps.
 
 The PyPI ``cv-bridge`` is an old ROS 1 port broken on numpy 2, so this module converts by
-itself: rgb8, bgr8, rgba8, bgra8, mono8 (and mono16, 16UC1, 8UC1, 8UC3 as the obvious
-layouts), any ``step`` (padded rows), ``is_bigendian`` for 16-bit data. Where the
-distribution's real ``cv_bridge`` is importable, ``have_cv_bridge()`` says so and the tests
-check both agree; the node uses these functions either way (they are faster: no copies
-beyond the one conversion to RGB).
+itself: rgb8, bgr8, rgba8, bgra8, mono8 (and mono16, 16UC1, 32FC1, 8UC1, 8UC3 as the
+obvious layouts), any ``step`` (padded rows), ``is_bigendian`` for 16- and 32-bit data.
+Where the distribution's real ``cv_bridge`` is importable, ``have_cv_bridge()`` says so and
+the tests check both agree; the node uses these functions either way (they are faster: no
+copies beyond the one conversion to RGB).
 
 Only numpy and OpenCV are needed (no rclpy at import time; message objects are duck-typed
 and created lazily).
@@ -26,7 +26,7 @@ ENCODINGS = {
     "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8),
     "bgra8": (4, np.uint8), "mono8": (1, np.uint8), "8UC1": (1, np.uint8),
     "8UC3": (3, np.uint8), "8UC4": (4, np.uint8), "mono16": (1, np.uint16),
-    "16UC1": (1, np.uint16),
+    "16UC1": (1, np.uint16), "32FC1": (1, np.float32),
 }
 # encodings the node accepts as camera input (converted to RGB)
 INPUT_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")

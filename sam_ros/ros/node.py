@@ -6,31 +6,39 @@ Lifecycle:
               first use); a missing, corrupt or wrong checkpoint, or a failed download,
               fails the transition with a clear log line and the node stays unconfigured
               (it can be configured again).
-  activate    subscribes to the camera and starts the frame worker and the publishers.
+  activate    subscribes to the camera (and, where enabled, to depth and camera_info, and to
+              a detector's detections_in) and starts the frame worker and the publishers.
   deactivate  unsubscribes and stops the worker (objects are kept).
   cleanup     frees the model and the tracker.
   shutdown    all of the above; then, unless exit_on_shutdown is false, the process ends
               with status 0 (a finalized node can do nothing more).
 The publishers live as long as the node (lifecycle publishers: silent unless active), and
-the camera subscription is made without QoS event handlers. A transition runs in an executor
+the subscriptions are made without QoS event handlers. A transition runs in an executor
 thread while the spinning thread builds its wait set, and destroying an entity that has
 event handlers there can raise InvalidHandle in the spinning thread and end its spin (rclpy
-issues 1284 and 1355); the subscription, destroyed on every deactivate, must have none. Its
-QoS (sensor data: best effort, volatile) accepts any publisher's, so no incompatible-QoS
-warning is lost; a publisher of the wrong type shows as frames_in 0 in /diagnostics.
+issues 1284 and 1355); the subscriptions, destroyed on every deactivate, must have none.
+Their QoS (sensor data: best effort, volatile) accepts any publisher's, so no
+incompatible-QoS warning is lost; a publisher of the wrong type shows as frames_in 0 (or
+depth_in, detections_in 0) in /diagnostics.
 
 Threads: the camera callback only offers the newest message to the frame worker
-(``worker.py``); the worker converts it, steps the tracker and publishes. The camera callback
-and the services have callback groups of their own and the diagnostics timer never waits
-for the tracker (``session.py``), so a tracker call that takes seconds delays no camera
-callback (spin with a MultiThreadedExecutor, as main() does).
+(``worker.py``); the worker converts it, steps the tracker, applies the detections and the
+track lifetime (``detector.py``), measures the tracks in depth (``depth3d.py``) and
+publishes. The depth, camera_info and detection callbacks only keep their (few, newest)
+messages for it. The camera callback, the other inputs and the services have callback
+groups of their own and the diagnostics timer never waits for the tracker (``session.py``),
+so a tracker call that takes seconds delays no camera callback (spin with a
+MultiThreadedExecutor, as main() does).
 
 Parts: ``parameters.py`` (the parameter table), ``worker.py`` (mailbox and thread),
-``session.py`` (the shared tracker and the id policy), ``outputs.py`` (publishers),
-``services.py`` (requests and answers), ``conversions.py`` (messages <-> numpy).
+``session.py`` (the shared tracker and the id policy), ``detector.py`` (track lifetime,
+tracks from a detector), ``depth3d.py`` (depth to 3D), ``outputs.py`` (publishers) and
+``vision.py`` (vision_msgs and the point cloud), ``services.py`` (requests and answers),
+``conversions.py`` (messages <-> numpy).
 """
 
 import faulthandler
+import math
 import signal
 import sys
 import threading
@@ -46,13 +54,17 @@ except ImportError:  # Humble's name for the module
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
+from vision_msgs.msg import Detection2DArray
 
 from sam_ros.srv import RemoveObject, Segment, SegmentAll
+from sam_ros.tracker.depth import DepthOptions
 
 from . import conversions, parameters
-from .outputs import Outputs
+from .depth3d import DepthInput
+from .detector import TrackKeeper, detection_options
+from .outputs import Outputs, track_message
 from .services import (
     fill_segment_all_response,
     fill_segment_response,
@@ -70,12 +82,17 @@ class SamRosNode(LifecycleNode):
         parameters.declare(self)
         self.add_on_set_parameters_callback(parameters.on_set(self))
         self.session = None  # set while configured
+        self.keeper = None  # track lifetime and detections: set while configured
+        self.depth = None  # depth to 3D: set while active with depth_enabled
         self.on_finalized = None  # main() ends the process through it
         self.worker = FrameWorker(self._process, self._frame_failed)
         self._sub = None
+        self._inputs = []  # the depth, camera_info and detections subscriptions
         self._timer = None
+        self._warned = {}  # warning key -> when it was last logged
         self._reset_counters()
         self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._inputs_group = MutuallyExclusiveCallbackGroup()
         group = MutuallyExclusiveCallbackGroup()
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=group)
         self.create_service(RemoveObject, "~/remove", self._on_remove, callback_group=group)
@@ -92,7 +109,8 @@ class SamRosNode(LifecycleNode):
 
     def _reset_counters(self):
         self.stats = dict(frames_in=0, processed=0, dropped=0, unsupported=0, errors=0,
-                          latency_ms=0.0, node_ms=0.0, model_ms=0.0, overhead_ms=0.0)
+                          latency_ms=0.0, node_ms=0.0, model_ms=0.0, overhead_ms=0.0,
+                          perception_ms=0.0)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -106,8 +124,9 @@ class SamRosNode(LifecycleNode):
         from sam_ros.model.hub import percent_logger, resolve_checkpoint
         from sam_ros.tracker import StreamingTracker
 
-        for spec in parameters.SPECS:
-            problem = parameters.check_value(spec.name, self._param(spec.name))
+        values = {spec.name: self._param(spec.name) for spec in parameters.SPECS}
+        problems = [parameters.check_value(name, value) for name, value in values.items()]
+        for problem in problems + [parameters.check_together(values)]:
             if problem:
                 self.get_logger().error(f"configure failed: {problem}")
                 return TransitionCallbackReturn.FAILURE
@@ -143,6 +162,7 @@ class SamRosNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
             return TransitionCallbackReturn.FAILURE
         self.session = session
+        self.keeper = TrackKeeper(lambda key, text: self._warn(f"detector {key}", text))
         self.get_logger().info(
             f"configured: {model.config.name} from {ckpt} on {self._param('device')} "
             f"({self._param('dtype')}, image_size {model.image_size}) in "
@@ -155,15 +175,35 @@ class SamRosNode(LifecycleNode):
         self._reset_counters()
         msg_type, topic = ((CompressedImage, "image/compressed")
                            if self._param("input_transport") == "compressed" else (Image, "image"))
-        self._sub = self.create_subscription(
-            msg_type, topic, self._on_image, qos_profile_sensor_data,
-            callback_group=self._camera_group,
-            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+        self._sub = self._subscribe(msg_type, topic, self._on_image, self._camera_group)
+        self.keeper.activate()
+        if self._param("depth_enabled"):
+            self.depth = DepthInput(lambda key, text: self._warn(f"depth {key}", text))
+            self._inputs += [
+                self._subscribe(Image, "depth", self.depth.on_depth, self._inputs_group),
+                self._subscribe(CameraInfo, "camera_info", self.depth.on_camera_info,
+                                self._inputs_group)]
+        if self._param("detections_enabled") and self.session.tracker is None:
+            self.get_logger().warning("detections_enabled is ignored: an image-only model "
+                                      "cannot track what a detector finds (a SAM 2 / 2.1 "
+                                      "checkpoint can)")
+        elif self._param("detections_enabled"):
+            self._inputs.append(self._subscribe(Detection2DArray, "detections_in",
+                                                self.keeper.on_detections,
+                                                self._inputs_group))
         self.worker.start()
         self._timer = self.create_timer(float(self._param("diagnostics_period")),
                                         self._publish_diagnostics)
-        self.get_logger().info(f"active: listening on {self._sub.topic_name}")
+        inputs = "".join(f", {sub.topic_name}" for sub in self._inputs)
+        self.get_logger().info(f"active: listening on {self._sub.topic_name}{inputs}")
         return super().on_activate(state)
+
+    def _subscribe(self, msg_type, topic, callback, group):
+        """A best-effort subscription without QoS event handlers (see the module's
+        docstring)."""
+        return self.create_subscription(
+            msg_type, topic, callback, qos_profile_sensor_data, callback_group=group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
@@ -199,11 +239,16 @@ class SamRosNode(LifecycleNode):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
         if not self.worker.stop(timeout=30.0):
             self.get_logger().error("the worker did not stop within 30 s (kill -USR1 prints "
                                     "every thread's stack)")
+        self.depth = None
 
     def _free(self):
+        self.keeper = None
         session, self.session = self.session, None
         if session is None:
             return
@@ -222,6 +267,9 @@ class SamRosNode(LifecycleNode):
                               f"{', '.join(conversions.INPUT_ENCODINGS)}); frame ignored",
                               "unsupported")
             return
+        depth = self.depth
+        if depth is not None:
+            depth.expect(msg.header.stamp)  # keep its depth image for the worker
         if self.worker.offer(msg):
             self.stats["dropped"] += 1  # the model is slower than the camera
 
@@ -230,6 +278,14 @@ class SamRosNode(LifecycleNode):
         period = float(self._param("error_log_period"))
         throttle = {"throttle_duration_sec": period} if period > 0 else {}
         self.get_logger().error(f"{text} [{self.stats[counter]} so far]", **throttle)
+
+    def _warn(self, key, text):
+        """A warning, at most one per error_log_period for each ``key`` (a kind of problem
+        with the depth or the detections)."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -math.inf) >= float(self._param("error_log_period")):
+            self._warned[key] = now
+            self.get_logger().warning(text)
 
     def _frame_failed(self, exc):
         if isinstance(exc, conversions.UnsupportedEncoding):
@@ -244,30 +300,65 @@ class SamRosNode(LifecycleNode):
             rgb = conversions.compressed_to_rgb(msg)
         else:
             rgb = conversions.image_to_rgb(msg)
-        session = self.session
+        session, keeper, depth = self.session, self.keeper, self.depth
         if session is None:
             return
+        header = msg.header
         t1 = time.perf_counter()
-        results = session.step(rgb, msg.header)
+        results = session.step(rgb, header)
         t2 = time.perf_counter()
-        self.outputs.publish_frame(msg.header, rgb, results, session.labels,
-                                   masks=self._param("publish_masks"),
-                                   overlay=self._param("publish_overlay"))
+        tracks = track_message(header, results, session.labels)
         t3 = time.perf_counter()
+        results, tracks, measured = self._perceive(session, keeper, depth, header,
+                                                   rgb.shape[:2], results, tracks)
+        t4 = time.perf_counter()
+        self.outputs.publish_frame(header, rgb, results, tracks,
+                                   masks=self._param("publish_masks"),
+                                   overlay=self._param("publish_overlay"), measured=measured)
+        t5 = time.perf_counter()
         s = self.stats
         s["processed"] += 1
         s["model_ms"] = (t2 - t1) * 1e3
-        s["overhead_ms"] = ((t1 - t0) + (t3 - t2)) * 1e3
-        s["node_ms"] = (t3 - received) * 1e3
+        s["perception_ms"] = (t4 - t3) * 1e3
+        s["overhead_ms"] = ((t1 - t0) + (t3 - t2) + (t5 - t4)) * 1e3
+        s["node_ms"] = (t5 - received) * 1e3
         now = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         s["latency_ms"] = (now - stamp_ns) / 1e6 if stamp_ns else float("nan")
 
+    def _perceive(self, session, keeper, depth, header, image_hw, results, tracks):
+        """Worker thread: track lifetime and detections (when enabled), then depth to 3D
+        (when enabled). Returns the frame's results and tracks (with the tracks started,
+        re-prompted or dropped) and the objects measured in depth (None: no 3D)."""
+        if keeper is not None and self._keeping_tracks():
+            updated = keeper.update(session, header, results, tracks, detection_options(
+                self._param("detection_threshold"), self._param("detection_classes"),
+                self._param("max_objects")), float(self._param("max_lost_s")))
+            if updated is not None:
+                results, tracks = updated, track_message(header, updated, session.labels)
+        if depth is None:
+            return results, tracks, None
+        return results, tracks, depth.measure(
+            header, image_hw, results, tracks, float(self._param("depth_tolerance")),
+            DepthOptions(min_depth=float(self._param("depth_min")),
+                         max_depth=float(self._param("depth_max"))),
+            cloud_step=self._param("cloud_step") if self.outputs.want_points() else 0,
+            rectified=self._param("camera_rectified"))
+
+    def _keeping_tracks(self):
+        """Whether the track table is kept: tracks come from a detector or expire."""
+        return self._param("detections_enabled") or self._param("max_lost_s") > 0
+
     def _publish_diagnostics(self):
-        session = self.session
+        session, keeper, depth = self.session, self.keeper, self.depth
         objects = session.object_ids(wait=False) if session is not None else []
+        extra = {"perception_ms": f"{self.stats['perception_ms']:.2f}"}
+        if keeper is not None and self._keeping_tracks():
+            extra.update(keeper.stats)
+        if depth is not None:
+            extra.update(depth.stats)
         self.outputs.publish_diagnostics(self.get_name(), self.stats, objects,
-                                         self._param("device"), self._param("dtype"))
+                                         self._param("device"), self._param("dtype"), extra)
 
     # -------------------------------------------------------------- services
 
@@ -305,7 +396,7 @@ class SamRosNode(LifecycleNode):
             prompt = segment_prompt(req)
             object_id, result, note = self._require_active().segment(
                 prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once,
-                label=req.label)
+                label=req.label, max_objects=int(self._param("max_objects")))
             fill_segment_response(res, object_id, result, req.return_mask)
             return note or "ok"
         return self._answer("segment", res, work)
@@ -338,8 +429,13 @@ class SamRosNode(LifecycleNode):
         return self._answer("remove", res, work)
 
     def _on_reset(self, req, res):
-        return self._answer("reset", res,
-                            lambda: f"removed {self._configured().reset()} objects")
+        def work():
+            count = self._configured().reset()
+            keeper = self.keeper
+            if keeper is not None:  # detections of before the reset start nothing after it
+                keeper.drop_held()
+            return f"removed {count} objects"
+        return self._answer("reset", res, work)
 
 
 def device_problem(device):

@@ -1,18 +1,24 @@
-"""What the node publishes: tracks, the label image, the overlay and its diagnostics.
+"""What the node publishes: tracks, vision_msgs detections (2D, and 3D with depth), the
+label image and its LabelInfo, the overlay, the tracked points, and its diagnostics.
 
 Every output of a frame carries the source image's header unchanged (stamp and frame_id), so
-that it can be fused with anything else about that frame. The label image and the overlay
-are built only while someone subscribes to them.
+that it can be fused with anything else about that frame. The label image, the overlay and
+the points are built only while someone subscribes to them. ~/label_info is transient-local
+(a late subscriber gets the latest) and is published on a frame whose tracks or labels
+differ from the last one published.
 """
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import Image
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointCloud2
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
 from sam_ros.drawing import overlay_image
 from sam_ros.masks import mask_stats
 from sam_ros.msg import ObjectTrack, ObjectTrackArray
 from sam_ros.tracker import label_image
 
+from . import vision
 from .conversions import array_to_image
 
 
@@ -40,12 +46,34 @@ class Outputs:
         self.masks = node.create_lifecycle_publisher(Image, "~/masks", 10)
         self.overlay = node.create_lifecycle_publisher(Image, "~/overlay", 10)
         self.diagnostics = node.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.detections = node.create_lifecycle_publisher(Detection2DArray, "~/detections", 10)
+        self.detections_3d = node.create_lifecycle_publisher(Detection3DArray,
+                                                             "~/detections_3d", 10)
+        self.points = node.create_lifecycle_publisher(PointCloud2, "~/points", 10)
+        self.label_info = node.create_lifecycle_publisher(LabelInfo, "~/label_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self._label_map = None  # the {id: label} last published on ~/label_info
 
-    def publish_frame(self, header, rgb, results, labels, masks=True, overlay=True):
-        """Publish one frame's results: tracks always; the label image (``masks``) and the
-        overlay (``overlay``) where wanted and subscribed to."""
-        tracks = track_message(header, results, labels)
+    def want_points(self):
+        return self.points.get_subscription_count() > 0
+
+    def publish_frame(self, header, rgb, results, tracks, masks=True, overlay=True,
+                      measured=None):
+        """Publish one frame's results (``tracks``: their ObjectTrackArray): tracks and
+        detections always, LabelInfo when it changed; the 3D detections and the points
+        where the frame was ``measured`` (``{id: ObjectDepth}``); the label image
+        (``masks``) and the overlay (``overlay``) where wanted and subscribed to."""
         self.tracks.publish(tracks)
+        self.detections.publish(vision.detections_2d(tracks))
+        label_map = {o.id: o.label for o in tracks.objects}
+        if label_map != self._label_map:
+            self.label_info.publish(vision.label_info(header, label_map))
+            self._label_map = label_map
+        if measured is not None:
+            self.detections_3d.publish(vision.detections_3d(tracks))
+            if self.want_points():
+                self.points.publish(vision.cloud_message(header, measured))
         want_masks = masks and self.masks.get_subscription_count() > 0
         want_overlay = overlay and self.overlay.get_subscription_count() > 0
         if not (want_masks or want_overlay):
@@ -57,8 +85,9 @@ class Outputs:
             self.overlay.publish(array_to_image(overlay_image(rgb, labels, tracks.objects),
                                                 "rgb8", header))
 
-    def publish_diagnostics(self, name, stats, objects, device, dtype):
-        """One DiagnosticStatus: WARN once a frame has failed, OK otherwise."""
+    def publish_diagnostics(self, name, stats, objects, device, dtype, extra=None):
+        """One DiagnosticStatus: WARN once a frame has failed, OK otherwise; ``extra``:
+        more counters (depth, detector) to list."""
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if stats["errors"] == 0 else DiagnosticStatus.WARN,
             name=f"{name}: SAM 2 tracker",
@@ -71,6 +100,7 @@ class Outputs:
                       overhead_ms=f"{stats['overhead_ms']:.2f}",
                       objects=" ".join(map(str, objects)), num_objects=len(objects),
                       device=device, dtype=dtype)
+        values.update(extra or {})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self._node.get_clock().now().to_msg()

@@ -80,6 +80,35 @@ SPECS = (
          "(its cost grows with the square)", read_at=LIVE, integers=(1, 64, 1)),
     Spec("segment_all_max_tracks", 16, "most tracks one ~/segment_all with track: true starts",
          read_at=LIVE, integers=(1, 256, 1)),
+    # depth to 3D (depth3d.py)
+    Spec("depth_enabled", False, "subscribe to `depth` (sensor_msgs/Image, 16UC1 mm or "
+         "32FC1 m, registered to the colour image) and `camera_info` (the colour camera's) "
+         "and give each visible track a 3D centre and size (~/detections_3d, ~/points, "
+         "ObjectTrack)", read_at=ACTIVATE),
+    Spec("depth_tolerance", 0.02, "seconds a depth image's stamp may differ from a colour "
+         "frame's to be used with it (the nearest within this)", read_at=LIVE,
+         floats=(0.0, 1.0)),
+    Spec("depth_min", 0.1, "metres: nearer depth readings are ignored", read_at=LIVE,
+         floats=(0.001, 100.0)),
+    Spec("depth_max", 10.0, "metres: farther depth readings are ignored", read_at=LIVE,
+         floats=(0.01, 1000.0)),
+    Spec("camera_rectified", False, "the colour image is rectified (image_rect*): use "
+         "camera_info's P, without distortion, instead of K and D", read_at=LIVE),
+    Spec("cloud_step", 4, "~/points takes every n-th pixel's row and column of each mask "
+         "(only computed while someone subscribes)", read_at=LIVE, integers=(1, 64, 1)),
+    # tracks from a detector (detector.py)
+    Spec("detections_enabled", False, "subscribe to `detections_in` "
+         "(vision_msgs/Detection2DArray): unmatched detections start tracks, lost tracks "
+         "are re-prompted with their detection's box", read_at=ACTIVATE),
+    Spec("detection_threshold", 0.5, "detections scoring less are ignored", read_at=LIVE,
+         floats=(0.0, 1.0)),
+    Spec("detection_classes", "", "classes whose detections are used, comma-separated "
+         "(e.g. \"cup, bottle\"); empty = all", read_at=LIVE),
+    Spec("max_objects", 16, "most tracks at once: a Segment for a new object is refused and "
+         "a detection starts none beyond it; 0 = no cap", read_at=LIVE,
+         integers=(0, 1000, 1)),
+    Spec("max_lost_s", 0.0, "seconds a track may stay not visible before it is dropped "
+         "(its id is not reused); 0 = never", read_at=LIVE, floats=(0.0, 86400.0)),
     Spec("exit_on_shutdown", True, "end the process (exit status 0) once the node is shut "
          "down; false keeps it running, finalized", read_at=LIVE),
 )
@@ -116,14 +145,28 @@ def check_change(name, value, state):
     return None
 
 
+def check_together(values):
+    """Why parameters ``values`` (name -> value, all of them) do not go together, or None."""
+    if not values["depth_min"] < values["depth_max"]:
+        return (f"depth_min ({values['depth_min']}) must be less than depth_max "
+                f"({values['depth_max']})")
+    return None
+
+
 def on_set(node):
-    """A set-parameters callback for ``node`` that applies ``check_change``."""
+    """A set-parameters callback for ``node`` that applies ``check_change`` and
+    ``check_together``."""
     def callback(params):
         state = node.lifecycle_state_label()
+        values = {spec.name: node.get_parameter(spec.name).value for spec in SPECS}
         for param in params:
             if param.name in BY_NAME:
                 problem = check_change(param.name, param.value, state)
                 if problem:
                     return SetParametersResult(successful=False, reason=problem)
+                values[param.name] = param.value
+        problem = check_together(values)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
     return callback

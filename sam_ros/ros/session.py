@@ -1,10 +1,12 @@
 """The tracker as the node's threads share it: one lock, the id policy, labels, frames by stamp.
 
 The frame worker steps the tracker while service calls prompt it; every call holds one lock,
-so a request is answered between two frames, on the frame it names. Each frame is given to
-the tracker with its message header as the stamp (and the header's time as the time its ring
-spans), so results and past-frame prompts carry the source frame's header with no ring of
-our own beside the tracker's. No rclpy here.
+so a request is answered between two frames, on the frame it names. The lock is re-entrant:
+the worker holds it across the detector's work on a frame (``detector.py``), which calls
+``segment`` and ``remove`` too. Each frame is given to the tracker with its message header
+as the stamp (and the header's time as the time its ring spans), so results and past-frame
+prompts carry the source frame's header with no ring of our own beside the tracker's. No
+rclpy here.
 """
 
 import collections
@@ -47,11 +49,12 @@ class Session:
 
     def __init__(self, tracker):
         self.tracker = tracker
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.labels = {}  # object id -> class label
         self._next_id = 1
         self._object_ids = []  # as last seen by a reader that could not wait for the lock
         self._latest = None  # (header, rgb) of the latest frame, for segment_all
+        self.resets = 0  # how many times reset() ran: ids are handed out again after one
 
     def close(self):
         """Free the tracker; later calls raise ValueError. Returns its model's device."""
@@ -93,11 +96,12 @@ class Session:
         position, note = pick_frame(tracker.ring_stamps, stamp)
         return tracker.ring_frames[position], note
 
-    def segment(self, prompt, object_id=0, stamp=None, once=False, label=""):
+    def segment(self, prompt, object_id=0, stamp=None, once=False, label="", max_objects=0):
         """Answer a prompt (``StreamingTracker.add_prompt``'s keywords) on the frame of
-        ``stamp`` (None or zero: the latest): start a new object (``object_id`` 0), refine
-        one, or with ``once`` answer without tracking. Returns ``(object id or 0,
-        TrackResult, note)``; ValueError says what is wrong with the request."""
+        ``stamp`` (None or zero: the latest): start a new object (``object_id`` 0; refused
+        when ``max_objects`` are tracked, 0 = no cap), refine one, or with ``once`` answer
+        without tracking. Returns ``(object id or 0, TrackResult, note)``; ValueError says
+        what is wrong with the request."""
         with self.lock:
             tracker = self._live()
             if tracker.latest_frame is None:
@@ -105,6 +109,10 @@ class Session:
             if object_id and object_id not in tracker.object_ids:
                 raise ValueError(f"unknown object id {object_id}; tracked ids: "
                                  f"{sorted(tracker.object_ids)} (use 0 for a new object)")
+            if not (object_id or once) and 0 < max_objects <= len(tracker.object_ids):
+                raise ValueError(f"{len(tracker.object_ids)} objects are tracked and "
+                                 f"max_objects is {max_objects}: remove one (~/remove, "
+                                 f"~/reset) or raise max_objects")
             frame, note = self.frame_for_stamp(stamp) if stamp is not None else (None, "")
             if once:
                 return 0, tracker.segment_once(frame=frame, **prompt), note
@@ -163,6 +171,7 @@ class Session:
             tracker.reset()
             self.labels.clear()
             self._next_id = 1
+            self.resets += 1
             return count
 
 
@@ -171,10 +180,13 @@ class ImageSession:
     answers ``once`` prompts on the recent frames it holds and tracks nothing (it has no
     memory to track with). The same calls as ``Session``."""
 
+    tracker = None  # nothing to track with: the detector and lifetimes leave it alone
+    resets = 0
+
     def __init__(self, predictor, ring_size):
         self.predictor = predictor
         self.name = predictor.model.config.name
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.labels = {}
         self._frames = collections.deque(maxlen=ring_size)  # (header, rgb), oldest first
         self._encoded = None  # the header of the frame the predictor holds
@@ -192,7 +204,7 @@ class ImageSession:
     def object_ids(self, wait=True):
         return []
 
-    def segment(self, prompt, object_id=0, stamp=None, once=False, label=""):
+    def segment(self, prompt, object_id=0, stamp=None, once=False, label="", max_objects=0):
         if not once:
             raise ValueError(f"{self.name} is an image-only model: it answers once: true "
                              f"requests; tracking needs SAM 2's memory (a SAM 2 / 2.1 "

@@ -11,6 +11,14 @@ Matching is one-to-one: the assignment of largest total box IoU (the Hungarian m
 whose classes agree (a track or a detection without a class agrees with any). Greedy
 matching (best pair first) can take the one detection two tracks both overlap and leave a
 track unmatched and its object to start a duplicate; the assignment does not.
+
+A pair of the same class (both named) also qualifies when one box lies almost wholly inside
+the other (``contain_floor`` of the smaller box): a mask that has bled onto the background
+(or shrunk to a part of its object) overlaps its own detection by little IoU, and without
+this its object would start a new track on every frame while the old one drifts; matched,
+it is re-prompted with the detection's box (its IoU is under ``reprompt_iou``). Tracks
+without a label never match this way (a track a person started on a table must not take
+the detection of a cup on it).
 """
 
 import math
@@ -43,6 +51,7 @@ class AssociationOptions:
     classes: frozenset = frozenset()  # the classes used; empty: all
     iou_floor: float = 0.3  # a track and a detection overlapping less never match
     reprompt_iou: float = 0.5  # a visible track matched with less is re-prompted (mask drifted)
+    contain_floor: float = 0.8  # same class, the smaller box this much inside the other: a pair
     lost_frames: int = 3  # a track not visible for this many frames is lost...
     lost_s: float = 0.0  # ...or for this many seconds (0: frames only)
     duplicate_iou: float = 0.5  # an unmatched detection overlapping a track this much: no start
@@ -50,9 +59,11 @@ class AssociationOptions:
     class_aware: bool = True  # a track matches detections of its own class only
 
     def __post_init__(self):
-        if not 0 < self.iou_floor <= 1 or not 0 < self.duplicate_iou <= 1:
-            raise ValueError(f"iou_floor {self.iou_floor} and duplicate_iou "
-                             f"{self.duplicate_iou} must be in (0, 1]")
+        if not (0 < self.iou_floor <= 1 and 0 < self.duplicate_iou <= 1
+                and 0 < self.contain_floor <= 1):
+            raise ValueError(f"iou_floor {self.iou_floor}, duplicate_iou "
+                             f"{self.duplicate_iou} and contain_floor {self.contain_floor} "
+                             f"must be in (0, 1]")
         if self.lost_frames < 1 or self.lost_s < 0 or self.max_objects < 0:
             raise ValueError(f"need lost_frames >= 1, lost_s >= 0, max_objects >= 0, got "
                              f"{self.lost_frames}, {self.lost_s}, {self.max_objects}")
@@ -86,9 +97,13 @@ def associate(tracks, detections, now, options=AssociationOptions()):
     boxed = [track for track in tracks if track.box is not None]
     boxes = np.array([detections[i].box for i in used], np.float64).reshape(-1, 4)
     classes = [detections[i].class_id for i in used]
-    overlap = _iou(np.array([t.box for t in boxed], np.float64).reshape(-1, 4), boxes)
+    track_boxes = np.array([t.box for t in boxed], np.float64).reshape(-1, 4)
+    overlap = _iou(track_boxes, boxes)
     agree = _agree([t.label for t in boxed], classes, options)
-    weight = np.where(agree & (overlap >= options.iou_floor), overlap, 0.0)
+    inside = _same_class([t.label for t in boxed], classes) & (
+        _containment(track_boxes, boxes) >= options.contain_floor)
+    pair = (agree & (overlap >= options.iou_floor)) | (inside & (overlap > 0))
+    weight = np.where(pair, overlap, 0.0)
     matched = np.zeros(len(used), bool)
     for row, col in zip(*linear_sum_assignment(weight, maximize=True)):
         if weight[row, col] > 0:
@@ -148,6 +163,11 @@ class TrackTable:
     def remove(self, track_id):
         self._tracks.pop(track_id, None)
 
+    def relabel(self, track_id, label):
+        """Give a track another class label (a class a detector gave, a label a service
+        set)."""
+        self._tracks[track_id] = replace(self._tracks[track_id], label=label)
+
     def observe(self, stamp, boxes):
         """One tracked frame at ``stamp`` (s): ``boxes`` maps each visible track's id to its
         mask's box. A track left out, or mapped to None, was not visible; an id the table
@@ -194,17 +214,41 @@ def _agree(labels, classes, options):
     return (a[:, None] < 0) | (b[None, :] < 0) | (a[:, None] == b[None, :])
 
 
+def _same_class(labels, classes):
+    """Whether each of ``labels`` names the same class as each of ``classes``, both named."""
+    a = np.array(labels, object).reshape(-1, 1)
+    b = np.array(classes, object).reshape(1, -1)
+    return (a == b) & (a != "")
+
+
 def _lost(track, now, options):
     return not track.visible and (track.frames_lost >= options.lost_frames or (
         options.lost_s > 0 and now - track.last_seen >= options.lost_s))
 
 
-def _iou(a, b):
-    """IoU of every box in ``a`` (N x 4) with every box in ``b`` (M x 4): N x M."""
+def _areas(a, b):
+    """The intersections of every box in ``a`` (N x 4) with every box in ``b`` (M x 4),
+    N x M, and the boxes' areas."""
     width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     inter = np.clip(width, 0, None) * np.clip(height, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter, _area(a), _area(b)
+
+
+def _area(boxes):
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _iou(a, b):
+    """IoU of every box in ``a`` (N x 4) with every box in ``b`` (M x 4): N x M."""
+    inter, area_a, area_b = _areas(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _containment(a, b):
+    """The share of the smaller box of each pair (``a`` N x 4, ``b`` M x 4) that lies in the
+    other: N x M."""
+    inter, area_a, area_b = _areas(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)

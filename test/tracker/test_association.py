@@ -144,6 +144,28 @@ def test_a_drifted_mask_is_reprompted():
     assert result.matches == [(1, 0)] and result.reprompts == [(1, 0)]
 
 
+def test_a_mask_bled_onto_the_background_is_reprompted_not_duplicated():
+    """The mask's box has grown to four times the object's (IoU 0.25 with its detection,
+    under iou_floor): of the same class, the detection lies inside it, so it is matched and
+    re-prompted, not started again on every frame. A track without a label, or of another
+    class, is not matched this way: the detection starts a track of its own."""
+    detection = Detection((100, 100, 150, 150), "book")
+    for label, matched in (("book", True), ("", False), ("cup", False)):
+        table = TrackTable()
+        table.add(1, (100, 50, 200, 150), 0.0, label)  # the object plus the wall above it
+        result = associate(table.tracks, [detection], 0.0)
+        if matched:
+            assert result.matches == [(1, 0)] and result.reprompts == [(1, 0)], label
+            assert result.starts == [] and result.duplicates == 0
+        else:
+            assert result.matches == [] and result.starts == [0], label
+    # the other way round: the mask shrank to a part of its object
+    table = TrackTable()
+    table.add(1, (100, 100, 120, 120), 0.0, "book")
+    result = associate(table.tracks, [Detection((95, 95, 160, 160), "book")], 0.0)
+    assert result.matches == [(1, 0)] and result.reprompts == [(1, 0)]
+
+
 def test_expiry_after_max_lost_s():
     table = TrackTable()
     table.add(1, box_at(0, 0), 0.0)
@@ -238,6 +260,7 @@ def test_observe_and_tracks():
 
 
 @pytest.mark.parametrize("bad", [{"iou_floor": 0.0}, {"duplicate_iou": 1.5},
+                                 {"contain_floor": 0.0},
                                  {"lost_frames": 0}, {"lost_s": -1.0}, {"max_objects": -1}])
 def test_bad_options(bad):
     with pytest.raises(ValueError):
