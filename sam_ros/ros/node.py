@@ -406,7 +406,8 @@ class SamRosNode(LifecycleNode):
             options = segment_all_options(req, self._param("segment_all_points_per_side"))
             header, image_hw, records, ids = self._require_active().segment_all(
                 options, track=req.track, label=req.label,
-                max_tracks=int(self._param("segment_all_max_tracks")))
+                max_tracks=int(self._param("segment_all_max_tracks")),
+                max_objects=int(self._param("max_objects")))
             fill_segment_all_response(res, header, image_hw, records, ids)
             tracked = f", {len(ids)} tracked" if req.track else ""
             none = ("" if records else ": none passed the thresholds (lower pred_iou_thresh "

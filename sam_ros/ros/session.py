@@ -126,10 +126,11 @@ class Session:
                 self.labels[object_id] = label
             return object_id, result, note
 
-    def segment_all(self, options, track=False, label="", max_tracks=16):
+    def segment_all(self, options, track=False, label="", max_tracks=16, max_objects=0):
         """Every mask on the latest frame (``AutomaticMaskGenerator(**options)``); with
-        ``track``, a track started from each of the best ``max_tracks`` masks. Returns
-        ``(header, image size, records, object ids)``."""
+        ``track``, a track started from each of the best ``max_tracks`` masks, never past
+        ``max_objects`` tracked (0 = no cap). Returns ``(header, image size, records, object
+        ids)``."""
         from sam_ros.model import AutomaticMaskGenerator
 
         with self.lock:
@@ -139,6 +140,8 @@ class Session:
             header, rgb = self._latest
             records = AutomaticMaskGenerator(tracker.model, **options).generate(rgb)
             ids = []
+            if max_objects:
+                max_tracks = min(max_tracks, max(0, max_objects - len(tracker.object_ids)))
             for record in records[:max_tracks] if track else []:
                 object_id = self._free_id()
                 tracker.add_prompt(object_id, mask=record["segmentation"])
@@ -229,7 +232,7 @@ class ImageSession:
             # no object score in these models: NaN says so
             return 0, TrackAnswer(header, logits > 0, logits, float("nan"), float(ious[best])), note
 
-    def segment_all(self, options, track=False, label="", max_tracks=16):
+    def segment_all(self, options, track=False, label="", max_tracks=16, max_objects=0):
         from sam_ros.model import AutomaticMaskGenerator
 
         if track:
