@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from lab.oracle import IMAGES, import_transformers, read_image
-from sam_ros.model import SAM2, VARIANTS, CheckpointError, SamImagePredictor, build_sam2, get_config
+from sam_ros.model import (
+    SAM2,
+    VARIANTS,
+    CheckpointError,
+    Sam2Config,
+    SamImagePredictor,
+    build_sam2,
+    get_config,
+)
 from sam_ros.model.hf_format import hf_to_meta, is_hf_checkpoint
 from sam_ros.model.transforms import preprocess, to_model_coords
 
@@ -228,7 +236,8 @@ def test_found_by_content_and_bad_files(saved, tmp_path):
         hf_to_meta(state)
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "sam_ros_mini"])
+@pytest.mark.parametrize("variant", [name for name, config in VARIANTS.items()
+                                     if isinstance(config, Sam2Config) and name != "sam_ros_mini"])
 def test_every_official_layout_converts(variant):
     """All eight official architectures: transformers' full layout (built without memory,
     on the meta device) renames to exactly our keys and shapes."""
