@@ -36,6 +36,7 @@ tracks of its object back.
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -244,10 +245,15 @@ def choose_model(args):
         cached = cached_path(DEMO_MODEL)
         why = None if cached else f"--offline, and {DEMO_MODEL} is not in the cache"
     else:
+        quiet = _quiet_hub()  # its retries would print before the banner
         try:
             cached, why = resolve_checkpoint(DEMO_MODEL), None
         except CheckpointError as exc:
-            cached, why = None, str(exc).splitlines()[0]
+            attempts = "; ".join(f"{re.split(r' (?=https?://|[^ ]+/)', source)[0]}: {outcome}"
+                                 for source, outcome in getattr(exc, "attempts", []))
+            cached, why = None, f"{DEMO_MODEL} could not be downloaded ({attempts or exc})"
+        finally:
+            quiet()
     if cached:
         return ModelChoice(str(cached), args.image_size or DEMO_IMAGE_SIZE,
                            f"model: Meta's {DEMO_MODEL} at image_size "
@@ -256,6 +262,17 @@ def choose_model(args):
         f"model: the BUNDLED sam_ros_mini, a small test model that does not segment real "
         f"scenes well, because {why}. For Meta's: python -m sam_ros.tools.fetch {DEMO_MODEL} "
         f"(needs the network), then run the demo again"))
+
+
+def _quiet_hub():
+    """Silence huggingface_hub's warnings; returns what puts them back."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+    except ImportError:
+        return lambda: None
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    return lambda: hub_logging.set_verbosity(verbosity)
 
 
 def start_node(args, model, log):

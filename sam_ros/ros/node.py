@@ -55,22 +55,15 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray
 
-from sam_ros.srv import RemoveObject, Segment, SegmentAll
 from sam_ros.tracker.depth import DepthOptions
 
 from . import conversions, parameters
 from .depth3d import DepthInput
 from .detector import TrackKeeper, detection_options
 from .outputs import Outputs, track_message
-from .services import (
-    fill_segment_all_response,
-    fill_segment_response,
-    segment_all_options,
-    segment_prompt,
-)
+from .services import Services
 from .session import ImageSession, Session
 from .worker import FrameWorker
 
@@ -93,19 +86,18 @@ class SamRosNode(LifecycleNode):
         self._reset_counters()
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._inputs_group = MutuallyExclusiveCallbackGroup()
-        group = MutuallyExclusiveCallbackGroup()
-        self.create_service(Segment, "~/segment", self._on_segment, callback_group=group)
-        self.create_service(RemoveObject, "~/remove", self._on_remove, callback_group=group)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group)
-        self.create_service(SegmentAll, "~/segment_all", self._on_segment_all,
-                            callback_group=group)
+        self.handlers = Services(self, MutuallyExclusiveCallbackGroup())  # (rclpy has .services)
         self.outputs = Outputs(self)
 
-    def _param(self, name):
+    def param(self, name):
         return self.get_parameter(name).value
 
     def lifecycle_state_label(self):
         return self._state_machine.current_state[1]
+
+    @property
+    def active(self):
+        return self._sub is not None
 
     def _reset_counters(self):
         self.stats = dict(frames_in=0, processed=0, dropped=0, unsupported=0, errors=0,
@@ -124,37 +116,37 @@ class SamRosNode(LifecycleNode):
         from sam_ros.model.hub import percent_logger, resolve_checkpoint
         from sam_ros.tracker import StreamingTracker
 
-        values = {spec.name: self._param(spec.name) for spec in parameters.SPECS}
+        values = {spec.name: self.param(spec.name) for spec in parameters.SPECS}
         problems = [parameters.check_value(name, value) for name, value in values.items()]
         for problem in problems + [parameters.check_together(values)]:
             if problem:
                 self.get_logger().error(f"configure failed: {problem}")
                 return TransitionCallbackReturn.FAILURE
-        device = self._param("device")
-        problem = device_problem(device)
+        device = self.param("device")
+        problem = parameters.device_problem(device)
         if problem:
             self.get_logger().error(f"configure failed: {problem}")
             return TransitionCallbackReturn.FAILURE
-        ckpt = self._param("checkpoint") or BUNDLED_CHECKPOINT
+        ckpt = self.param("checkpoint") or BUNDLED_CHECKPOINT
         overrides = {}
-        if self._param("image_size"):
-            overrides["image_size"] = int(self._param("image_size"))
+        if self.param("image_size"):
+            overrides["image_size"] = int(self.param("image_size"))
         t0 = time.perf_counter()
         try:
             # a model name is fetched into the cache on first use: a log line per 10%
             path = resolve_checkpoint(ckpt, progress=percent_logger(
                 self.get_logger().info, f"downloading {ckpt}"))
-            model = build_model(self._param("variant"), checkpoint=path, device=device,
+            model = build_model(self.param("variant"), checkpoint=path, device=device,
                                 **overrides)
             if model.has_memory:
                 session = Session(StreamingTracker(
-                    model, precision=self._param("dtype"),
-                    ring_size=int(self._param("ring_size")),
-                    ring_span=float(self._param("prompt_history")) or None,
-                    max_cond_frames=int(self._param("max_cond_frames"))))
+                    model, precision=self.param("dtype"),
+                    ring_size=int(self.param("ring_size")),
+                    ring_span=float(self.param("prompt_history")) or None,
+                    max_cond_frames=int(self.param("max_cond_frames"))))
             else:  # SAM, MobileSAM: answers once, tracks nothing
-                session = ImageSession(SamImagePredictor(model, precision=self._param("dtype")),
-                                       int(self._param("ring_size")))
+                session = ImageSession(SamImagePredictor(model, precision=self.param("dtype")),
+                                       int(self.param("ring_size")))
         except CheckpointError as e:
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
@@ -164,8 +156,8 @@ class SamRosNode(LifecycleNode):
         self.session = session
         self.keeper = TrackKeeper(lambda key, text: self._warn(f"detector {key}", text))
         self.get_logger().info(
-            f"configured: {model.config.name} from {ckpt} on {self._param('device')} "
-            f"({self._param('dtype')}, image_size {model.image_size}) in "
+            f"configured: {model.config.name} from {ckpt} on {self.param('device')} "
+            f"({self.param('dtype')}, image_size {model.image_size}) in "
             f"{time.perf_counter() - t0:.1f} s"
             + ("" if model.has_memory else "; an image-only model: it answers once: true "
                "requests and tracks nothing"))
@@ -174,25 +166,25 @@ class SamRosNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._reset_counters()
         msg_type, topic = ((CompressedImage, "image/compressed")
-                           if self._param("input_transport") == "compressed" else (Image, "image"))
+                           if self.param("input_transport") == "compressed" else (Image, "image"))
         self._sub = self._subscribe(msg_type, topic, self._on_image, self._camera_group)
         self.keeper.activate()
-        if self._param("depth_enabled"):
+        if self.param("depth_enabled"):
             self.depth = DepthInput(lambda key, text: self._warn(f"depth {key}", text))
             self._inputs += [
                 self._subscribe(Image, "depth", self.depth.on_depth, self._inputs_group),
                 self._subscribe(CameraInfo, "camera_info", self.depth.on_camera_info,
                                 self._inputs_group)]
-        if self._param("detections_enabled") and self.session.tracker is None:
+        if self.param("detections_enabled") and self.session.tracker is None:
             self.get_logger().warning("detections_enabled is ignored: an image-only model "
                                       "cannot track what a detector finds (a SAM 2 / 2.1 "
                                       "checkpoint can)")
-        elif self._param("detections_enabled"):
+        elif self.param("detections_enabled"):
             self._inputs.append(self._subscribe(Detection2DArray, "detections_in",
                                                 self.keeper.on_detections,
                                                 self._inputs_group))
         self.worker.start()
-        self._timer = self.create_timer(float(self._param("diagnostics_period")),
+        self._timer = self.create_timer(float(self.param("diagnostics_period")),
                                         self._publish_diagnostics)
         inputs = "".join(f", {sub.topic_name}" for sub in self._inputs)
         self.get_logger().info(f"active: listening on {self._sub.topic_name}{inputs}")
@@ -219,7 +211,7 @@ class SamRosNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
         self._free()
-        if self._param("exit_on_shutdown") and self.on_finalized is not None:
+        if self.param("exit_on_shutdown") and self.on_finalized is not None:
             self.get_logger().info("shut down: the process ends (exit_on_shutdown)")
             self.on_finalized()
         else:
@@ -275,7 +267,7 @@ class SamRosNode(LifecycleNode):
 
     def _input_error(self, text, counter):
         self.stats[counter] += 1
-        period = float(self._param("error_log_period"))
+        period = float(self.param("error_log_period"))
         throttle = {"throttle_duration_sec": period} if period > 0 else {}
         self.get_logger().error(f"{text} [{self.stats[counter]} so far]", **throttle)
 
@@ -283,7 +275,7 @@ class SamRosNode(LifecycleNode):
         """A warning, at most one per error_log_period for each ``key`` (a kind of problem
         with the depth or the detections)."""
         now = time.monotonic()
-        if now - self._warned.get(key, -math.inf) >= float(self._param("error_log_period")):
+        if now - self._warned.get(key, -math.inf) >= float(self.param("error_log_period")):
             self._warned[key] = now
             self.get_logger().warning(text)
 
@@ -313,8 +305,8 @@ class SamRosNode(LifecycleNode):
                                                    rgb.shape[:2], results, tracks)
         t4 = time.perf_counter()
         self.outputs.publish_frame(header, rgb, results, tracks,
-                                   masks=self._param("publish_masks"),
-                                   overlay=self._param("publish_overlay"), measured=measured)
+                                   masks=self.param("publish_masks"),
+                                   overlay=self.param("publish_overlay"), measured=measured)
         t5 = time.perf_counter()
         s = self.stats
         s["processed"] += 1
@@ -332,22 +324,22 @@ class SamRosNode(LifecycleNode):
         re-prompted or dropped) and the objects measured in depth (None: no 3D)."""
         if keeper is not None and self._keeping_tracks():
             updated = keeper.update(session, header, results, tracks, detection_options(
-                self._param("detection_threshold"), self._param("detection_classes"),
-                self._param("max_objects")), float(self._param("max_lost_s")))
+                self.param("detection_threshold"), self.param("detection_classes"),
+                self.param("max_objects")), float(self.param("max_lost_s")))
             if updated is not None:
                 results, tracks = updated, track_message(header, updated, session.labels)
         if depth is None:
             return results, tracks, None
         return results, tracks, depth.measure(
-            header, image_hw, results, tracks, float(self._param("depth_tolerance")),
-            DepthOptions(min_depth=float(self._param("depth_min")),
-                         max_depth=float(self._param("depth_max"))),
-            cloud_step=self._param("cloud_step") if self.outputs.want_points() else 0,
-            rectified=self._param("camera_rectified"))
+            header, image_hw, results, tracks, float(self.param("depth_tolerance")),
+            DepthOptions(min_depth=float(self.param("depth_min")),
+                         max_depth=float(self.param("depth_max"))),
+            cloud_step=self.param("cloud_step") if self.outputs.want_points() else 0,
+            rectified=self.param("camera_rectified"))
 
     def _keeping_tracks(self):
         """Whether the track table is kept: tracks come from a detector or expire."""
-        return self._param("detections_enabled") or self._param("max_lost_s") > 0
+        return self.param("detections_enabled") or self.param("max_lost_s") > 0
 
     def _publish_diagnostics(self):
         session, keeper, depth = self.session, self.keeper, self.depth
@@ -358,107 +350,7 @@ class SamRosNode(LifecycleNode):
         if depth is not None:
             extra.update(depth.stats)
         self.outputs.publish_diagnostics(self.get_name(), self.stats, objects,
-                                         self._param("device"), self._param("dtype"), extra)
-
-    # -------------------------------------------------------------- services
-
-    def _require_active(self):
-        """The session, or ValueError saying why the node cannot answer now."""
-        session = self.session
-        if self.lifecycle_state_label() == "finalized":
-            raise ValueError("node is shut down (finalized): it cannot be configured again; "
-                             "start a new one")
-        if session is None:
-            raise ValueError("node is not configured: configure and activate it first")
-        if self._sub is None:
-            raise ValueError("node is not active: activate it first")
-        return session
-
-    def _answer(self, what, res, work):
-        """Answer a request by ``work()``, which returns the success message: a ValueError
-        (what is wrong with the request) or any other error (logged as a failure) becomes
-        ``success: false`` with its message. A request never crashes the node."""
-        res.success = False
-        try:
-            res.message = work()
-            res.success = True
-        except ValueError as e:
-            res.message = str(e)
-        except Exception as e:
-            res.message = f"{type(e).__name__}: {e}"
-            self.get_logger().error(f"{what} failed: {res.message}")
-        if not res.success:
-            self.get_logger().warning(f"{what} refused: {res.message}")
-        return res
-
-    def _on_segment(self, req, res):
-        def work():
-            prompt = segment_prompt(req)
-            object_id, result, note = self._require_active().segment(
-                prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once,
-                label=req.label, max_objects=int(self._param("max_objects")))
-            fill_segment_response(res, object_id, result, req.return_mask)
-            return note or "ok"
-        return self._answer("segment", res, work)
-
-    def _on_segment_all(self, req, res):
-        def work():
-            options = segment_all_options(req, self._param("segment_all_points_per_side"))
-            header, image_hw, records, ids = self._require_active().segment_all(
-                options, track=req.track, label=req.label,
-                max_tracks=int(self._param("segment_all_max_tracks")),
-                max_objects=int(self._param("max_objects")))
-            fill_segment_all_response(res, header, image_hw, records, ids)
-            tracked = f", {len(ids)} tracked" if req.track else ""
-            none = ("" if records else ": none passed the thresholds (lower pred_iou_thresh "
-                    "or stability_score_thresh)")
-            return f"{len(records)} masks{tracked}{none}"
-        return self._answer("segment_all", res, work)
-
-    def _configured(self):
-        """The session, or ValueError saying why there is none."""
-        if self.lifecycle_state_label() == "finalized":
-            raise ValueError("node is shut down (finalized): it has no objects")
-        if self.session is None:
-            raise ValueError("node is not configured")
-        return self.session
-
-    def _on_remove(self, req, res):
-        def work():
-            self._configured().remove(int(req.object_id))
-            return f"removed object {req.object_id}"
-        return self._answer("remove", res, work)
-
-    def _on_reset(self, req, res):
-        def work():
-            count = self._configured().reset()
-            keeper = self.keeper
-            if keeper is not None:  # detections of before the reset start nothing after it
-                keeper.drop_held()
-            return f"removed {count} objects"
-        return self._answer("reset", res, work)
-
-
-def device_problem(device):
-    """Why torch ``device`` cannot be used here, or None."""
-    import torch
-
-    try:
-        kind = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        return f"device {device!r} is not a torch device (cpu, cuda, cuda:N): {e}"
-    if kind.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this torch was built without CUDA" if torch.version.cuda is None
-                   else "no CUDA GPU is visible")
-            return f"device {device!r}: {why} (torch {torch.__version__}); use device cpu"
-        if kind.index is not None and kind.index >= torch.cuda.device_count():
-            return (f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) "
-                    f"visible")
-    elif kind.type != "cpu":
-        return f"device {device!r}: only cpu and cuda devices are supported"
-    return None
-
+                                         self.param("device"), self.param("dtype"), extra)
 
 def main(args=None):
     """Run the node (spin with a multi-threaded executor). `--activate` configures and

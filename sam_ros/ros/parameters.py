@@ -170,3 +170,24 @@ def on_set(node):
             return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
     return callback
+
+
+def device_problem(device):
+    """Why torch ``device`` cannot be used here, or None."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        return f"device {device!r} is not a torch device (cpu, cuda, cuda:N): {e}"
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            return f"device {device!r}: {why} (torch {torch.__version__}); use device cpu"
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            return (f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) "
+                    f"visible")
+    elif kind.type != "cpu":
+        return f"device {device!r}: only cpu and cuda devices are supported"
+    return None

@@ -93,3 +93,93 @@ def fill_segment_all_response(res, header, image_hw, records, object_ids):
     if object_ids:
         numbers = np.array([0] + ids, np.int32)[numbers]
     res.labels = array_to_image(numbers.astype(np.uint16), "mono16", header)
+
+
+class Services:
+    """The node's services (``~/segment``, ``~/segment_all``, ``~/remove``, ``~/reset``),
+    answered from its session in a callback group of their own."""
+
+    def __init__(self, node, group):
+        from std_srvs.srv import Trigger
+
+        from sam_ros.srv import RemoveObject, Segment, SegmentAll
+
+        self.node = node
+        node.create_service(Segment, "~/segment", self.segment, callback_group=group)
+        node.create_service(SegmentAll, "~/segment_all", self.segment_all, callback_group=group)
+        node.create_service(RemoveObject, "~/remove", self.remove, callback_group=group)
+        node.create_service(Trigger, "~/reset", self.reset, callback_group=group)
+
+    def _session(self, active=True):
+        """The node's session, or ValueError saying why it cannot answer now (prompts need
+        it active; removing and resetting, configured)."""
+        node = self.node
+        if node.lifecycle_state_label() == "finalized":
+            raise ValueError("node is shut down (finalized): it cannot be configured again; "
+                             "start a new one")
+        if node.session is None:
+            raise ValueError("node is not configured: configure and activate it first")
+        if active and not node.active:
+            raise ValueError("node is not active: activate it first")
+        return node.session
+
+    def _answer(self, what, res, work):
+        """Answer a request by ``work()``, which returns the success message: a ValueError
+        (what is wrong with the request) or any other error (logged as a failure) becomes
+        ``success: false`` with its message. A request never crashes the node."""
+        log = self.node.get_logger()
+        res.success = False
+        try:
+            res.message = work()
+            res.success = True
+        except ValueError as e:
+            res.message = str(e)
+        except Exception as e:
+            res.message = f"{type(e).__name__}: {e}"
+            log.error(f"{what} failed: {res.message}")
+        if not res.success:
+            log.warning(f"{what} refused: {res.message}")
+        return res
+
+    def segment(self, req, res):
+        param = self.node.param
+
+        def work():
+            prompt = segment_prompt(req)
+            object_id, result, note = self._session().segment(
+                prompt, object_id=int(req.object_id), stamp=req.stamp, once=req.once,
+                label=req.label, max_objects=int(param("max_objects")))
+            fill_segment_response(res, object_id, result, req.return_mask)
+            return note or "ok"
+        return self._answer("segment", res, work)
+
+    def segment_all(self, req, res):
+        param = self.node.param
+
+        def work():
+            options = segment_all_options(req, param("segment_all_points_per_side"))
+            header, image_hw, records, ids = self._session().segment_all(
+                options, track=req.track, label=req.label,
+                max_tracks=int(param("segment_all_max_tracks")),
+                max_objects=int(param("max_objects")))
+            fill_segment_all_response(res, header, image_hw, records, ids)
+            tracked = f", {len(ids)} tracked" if req.track else ""
+            none = ("" if records else ": none passed the thresholds (lower pred_iou_thresh "
+                    "or stability_score_thresh)")
+            return f"{len(records)} masks{tracked}{none}"
+        return self._answer("segment_all", res, work)
+
+    def remove(self, req, res):
+        def work():
+            self._session(active=False).remove(int(req.object_id))
+            return f"removed object {req.object_id}"
+        return self._answer("remove", res, work)
+
+    def reset(self, req, res):
+        def work():
+            count = self._session(active=False).reset()
+            keeper = self.node.keeper
+            if keeper is not None:  # detections of before the reset start nothing after it
+                keeper.drop_held()
+            return f"removed {count} objects"
+        return self._answer("reset", res, work)

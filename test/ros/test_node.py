@@ -635,7 +635,7 @@ def test_the_parameter_file_lists_every_parameter_with_its_default():
 
 
 def test_configure_names_a_device_it_cannot_use():
-    from sam_ros.ros.node import device_problem
+    from sam_ros.ros.parameters import device_problem
     assert device_problem("cpu") is None
     assert "not a torch device" in device_problem("gpu0")
     if not torch.cuda.is_available():
