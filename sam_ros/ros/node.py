@@ -117,16 +117,13 @@ class SamRosNode(LifecycleNode):
         from sam_ros.tracker import StreamingTracker
 
         values = {spec.name: self.param(spec.name) for spec in parameters.SPECS}
+        device = values["device"]
         problems = [parameters.check_value(name, value) for name, value in values.items()]
-        for problem in problems + [parameters.check_together(values)]:
+        for problem in problems + [parameters.check_together(values),
+                                   parameters.device_problem(device)]:
             if problem:
                 self.get_logger().error(f"configure failed: {problem}")
                 return TransitionCallbackReturn.FAILURE
-        device = self.param("device")
-        problem = parameters.device_problem(device)
-        if problem:
-            self.get_logger().error(f"configure failed: {problem}")
-            return TransitionCallbackReturn.FAILURE
         ckpt = self.param("checkpoint") or BUNDLED_CHECKPOINT
         overrides = {}
         if self.param("image_size"):

@@ -19,7 +19,6 @@ import resource
 import sys
 import threading
 import time
-import traceback
 
 import numpy as np
 import pytest
@@ -28,22 +27,19 @@ import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from harness import TIMEOUT, NodeHarness
 from sam_ros.model import SAM2, get_config, save_checkpoint
 from sam_ros.msg import ObjectTrackArray
 from sam_ros.ros import conversions as ros_image
-from sam_ros.ros.node import SamRosNode
-from sam_ros.srv import RemoveObject, Segment
+from sam_ros.srv import RemoveObject
 
 W, H = 320, 240
-TIMEOUT = 30.0
 # Domains for nodes beside the module's, one each: back to back in one domain, a second
 # /sam_ros node's change_state went unfound by wait_for_service for 30 s after its first
 # call had been answered (twice in about 65 harnesses in a loop; cause in Fast DDS not
@@ -82,78 +78,22 @@ def frame_rgb():
     return cv2.resize(read_image(IMAGES[2]), (W, H), interpolation=cv2.INTER_AREA)
 
 
-class Harness:
-    """The node under test and a client node, spun by one multi-threaded executor."""
+class Harness(NodeHarness):
+    """The module's node (a small model; the last ring_size frames only) and its client's
+    camera publishers and output subscriptions."""
 
     def __init__(self, checkpoint, domain_id=None):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = SamRosNode(context=self.context, parameter_overrides=[
-            Parameter("checkpoint", value="/nonexistent/sam2_missing.pt"),
-            Parameter("image_size", value=256),
-            Parameter("ring_size", value=4),
-            Parameter("prompt_history", value=0.0),  # the last ring_size frames only
-            Parameter("diagnostics_period", value=0.2),
-            Parameter("error_log_period", value=1.0)])
-        self.client = rclpy.create_node("sam_ros_test_client", context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.client)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        super().__init__(dict(checkpoint="/nonexistent/sam2_missing.pt", image_size=256,
+                              ring_size=4, prompt_history=0.0, diagnostics_period=0.2,
+                              error_log_period=1.0), domain_id)
         c = self.client
         self.image_pub = c.create_publisher(Image, "image", qos_profile_sensor_data)
         self.compressed_pub = c.create_publisher(CompressedImage, "image/compressed",
                                                  qos_profile_sensor_data)
         self.tracks, self.masks, self.diagnostics = [], [], []
-        self.lock = threading.Lock()
-        c.create_subscription(ObjectTrackArray, "/sam_ros/tracks", self._keep(self.tracks), 50)
-        c.create_subscription(Image, "/sam_ros/masks", self._keep(self.masks), 50)
-        c.create_subscription(DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), 50)
-        self.change = c.create_client(ChangeState, "/sam_ros/change_state")
-        self.get_state = c.create_client(GetState, "/sam_ros/get_state")
-        self.segment_cli = c.create_client(Segment, "/sam_ros/segment")
-        self.remove_cli = c.create_client(RemoveObject, "/sam_ros/remove")
-        self.reset_cli = c.create_client(Trigger, "/sam_ros/reset")
-        self.seq = 0
-
-    def _keep(self, store):
-        def cb(msg):
-            with self.lock:
-                store.append(msg)
-        return cb
-
-    def call(self, client, request, timeout=TIMEOUT):
-        assert client.wait_for_service(timeout_sec=timeout), client.srv_name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{client.srv_name}: no answer in {timeout} s; "
-                                     f"{self.describe()}")
-            time.sleep(0.01)
-        return future.result()
-
-    def describe(self):
-        """Where the node stands and what every thread is doing: what a hang or a lost
-        response leaves behind to tell the two apart."""
-        names = {t.ident: t.name for t in threading.enumerate()}
-        stacks = "".join(f"\n--- thread {names.get(ident, ident)}\n"
-                         + "".join(traceback.format_stack(frame))
-                         for ident, frame in sys._current_frames().items())
-        return (f"lifecycle state {self.node._state_machine.current_state}, worker "
-                f"{'alive' if self.node.worker.alive else 'stopped'}, node stats "
-                f"{self.node.stats}; threads:{stacks}")
-
-    def transition(self, transition_id):
-        return self.call(self.change, ChangeState.Request(
-            transition=Transition(id=transition_id))).success
-
-    def state(self):
-        return self.call(self.get_state, GetState.Request()).current_state.id
-
-    def segment(self, timeout=TIMEOUT, **fields):
-        return self.call(self.segment_cli, Segment.Request(**fields), timeout)
+        c.create_subscription(ObjectTrackArray, "/sam_ros/tracks", self.keep(self.tracks), 50)
+        c.create_subscription(Image, "/sam_ros/masks", self.keep(self.masks), 50)
+        c.create_subscription(DiagnosticArray, "/diagnostics", self.keep(self.diagnostics), 50)
 
     def header(self, frame_id="camera_optical"):
         self.seq += 1
@@ -198,21 +138,6 @@ class Harness:
         for i in range(count):
             res = self.segment(points=[60.0 + 80.0 * i, 120.0], labels=[1])
             assert res.success and res.object_id == i + 1, res.message
-
-    def wait_for(self, predicate, what, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; node stats {self.node.stats}")
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=5)
-        self.node.destroy_node()
-        self.client.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 def make_image(rgb, encoding, pad=0, bigendian=False):
@@ -556,7 +481,6 @@ def test_the_camera_is_heard_while_the_tracker_is_busy(ros, frame_rgb):
 
 def test_prompt_client(ros, frame_rgb, tmp_path):
     import subprocess
-    import sys
     def run(*args):
         return subprocess.run(
             [sys.executable, "-P", "-m", "sam_ros.ros.prompt_client", "--timeout", "20", *args],

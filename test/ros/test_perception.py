@@ -25,20 +25,16 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import numpy as np
 import pytest
-import rclpy
 import torch
 import yaml
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Log
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -52,19 +48,18 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
+from harness import TIMEOUT, NodeHarness
 from lab.depth_scenes import Box, Plane, Sphere, render
 from sam_ros.masks import mask_stats
 from sam_ros.msg import ObjectTrackArray
 from sam_ros.ros import conversions, parameters
 from sam_ros.ros.depth3d import RECENT
 from sam_ros.ros.detector import HELD
-from sam_ros.ros.node import SamRosNode
 from sam_ros.ros.vision import presence
 from sam_ros.srv import Segment
 from sam_ros.tracker.depth import CameraModel
 
 W, H = 320, 240
-TIMEOUT = 30.0
 DOMAIN = 230 + os.getpid() % 3  # test_play takes 10-89, test_cli 90-99, the others 100-229
 FRAME_S = 0.1  # seconds between the frames' stamps
 K = [[300.0, 0.0, 158.5], [0.0, 302.0, 121.2], [0.0, 0.0, 1.0]]
@@ -219,30 +214,20 @@ def box_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-class Harness:
-    """The node under test and a client node (camera, depth, camera_info and detector
-    publishers; subscribers with the upstream message types), spun by one executor."""
+class Harness(NodeHarness):
+    """The node (depth and detections on) and a client with camera, depth, camera_info and
+    detector publishers and subscribers of the upstream message types."""
 
     def __init__(self):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN)
-        self.node = SamRosNode(context=self.context, parameter_overrides=[
-            Parameter("depth_enabled", value=True),
-            Parameter("detections_enabled", value=True),
-            Parameter("diagnostics_period", value=0.2),
-            Parameter("error_log_period", value=1.0)])
-        self.client = c = rclpy.create_node("perception_test_client", context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(c)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        super().__init__(dict(depth_enabled=True, detections_enabled=True,
+                              diagnostics_period=0.2, error_log_period=1.0), DOMAIN,
+                         "perception_test_client")
+        c = self.client
         sensor = qos_profile_sensor_data
         self.image_pub = c.create_publisher(Image, "image", sensor)
         self.depth_pub = c.create_publisher(Image, "depth", sensor)
         self.info_pub = c.create_publisher(CameraInfo, "camera_info", sensor)
         self.detections_pub = c.create_publisher(Detection2DArray, "detections_in", 10)
-        self.lock = threading.Lock()
         self.got = {name: [] for name in ("tracks", "detections", "detections_3d",
                                           "label_info", "diagnostics", "log")}
         for name, msg_type, topic, qos in (
@@ -254,39 +239,12 @@ class Harness:
                     durability=DurabilityPolicy.TRANSIENT_LOCAL)),
                 ("diagnostics", DiagnosticArray, "/diagnostics", 50),
                 ("log", Log, "/rosout", 200)):
-            c.create_subscription(msg_type, topic, self._keep(self.got[name]), qos)
-        self.change = c.create_client(ChangeState, "/sam_ros/change_state")
-        self.get_state = c.create_client(GetState, "/sam_ros/get_state")
-        self.segment_cli = c.create_client(Segment, "/sam_ros/segment")
-        self.reset_cli = c.create_client(Trigger, "/sam_ros/reset")
+            c.create_subscription(msg_type, topic, self.keep(self.got[name]), qos)
         self.frames = {}  # stamp key -> Frame published with it
-        self.seq = 0
-
-    def _keep(self, store):
-        def keep(msg):
-            with self.lock:
-                store.append(msg)
-        return keep
 
     def received(self, name):
         with self.lock:
             return list(self.got[name])
-
-    def call(self, client, request, timeout=TIMEOUT):
-        assert client.wait_for_service(timeout_sec=timeout), client.srv_name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"{client.srv_name}: no answer"
-            time.sleep(0.01)
-        return future.result()
-
-    def transition(self, transition_id):
-        return self.call(self.change, ChangeState.Request(
-            transition=Transition(id=transition_id))).success
-
-    def state(self):
-        return self.call(self.get_state, GetState.Request()).current_state.id
 
     def set(self, **values):
         results = self.node.set_parameters([Parameter(k, value=v) for k, v in values.items()])
@@ -335,15 +293,6 @@ class Harness:
                 continue
         raise AssertionError(f"no tracks after {tries} frames; node stats {self.node.stats}")
 
-    def wait_for(self, get, what, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = get()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; node stats {self.node.stats}")
-
     def counters(self):
         """The node's latest /diagnostics values after everything sent so far."""
         diagnostics = self.received("diagnostics")
@@ -366,12 +315,6 @@ class Harness:
             if isinstance(session.tracker, TruthMasks):
                 session.tracker = session.tracker._tracker
 
-    def close(self):
-        self.executor.shutdown(timeout_sec=5)
-        self.node.destroy_node()
-        self.client.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
