@@ -16,6 +16,8 @@ import numpy as np
 
 from .conversions import stamp_key, stamp_text
 
+MAX_OBJECT_ID = 65535  # the most a mono16 label image and LabelInfo's uint16 class id hold
+
 
 def stamp_seconds(stamp):
     return int(stamp.sec) + int(stamp.nanosec) * 1e-9
@@ -44,8 +46,8 @@ def pick_frame(headers, stamp):
 
 class Session:
     """A configured tracker, serialised, with ids assigned as the node promises (a new object
-    gets the lowest id above every id handed out since the last reset) and a class label per
-    object."""
+    gets the lowest id above every id handed out since the last reset, wrapping to the lowest
+    free one after ``MAX_OBJECT_ID``) and a class label per object."""
 
     def __init__(self, tracker):
         self.tracker = tracker
@@ -151,10 +153,16 @@ class Session:
             return header, rgb.shape[:2], records, ids
 
     def _free_id(self):
-        """The id a new object gets: the lowest unused one from the next id on."""
-        object_id = self._next_id
-        while object_id in self.tracker.object_ids:
-            object_id += 1
+        """The id a new object gets: the lowest unused one from the next id on. Past
+        ``MAX_OBJECT_ID`` the count starts again at 1, so a node left running with a detector
+        for days never publishes an id its label image would cut short."""
+        in_use = self.tracker.object_ids
+        if len(in_use) >= MAX_OBJECT_ID:
+            raise ValueError(f"{len(in_use)} objects are tracked: every id up to "
+                             f"{MAX_OBJECT_ID} is in use; remove some (~/remove, ~/reset)")
+        object_id = self._next_id if self._next_id <= MAX_OBJECT_ID else 1
+        while object_id in in_use:
+            object_id = object_id % MAX_OBJECT_ID + 1
         return object_id
 
     def remove(self, object_id):

@@ -634,6 +634,53 @@ def test_mask_stats_label_image_and_overlay():
     assert not np.array_equal(over[other], rgb[other])
 
 
+class _IdOnlyTracker:
+    """What the id policy touches of a StreamingTracker: object ids, prompts, removal, reset."""
+
+    latest_frame = np.zeros((2, 2, 3), np.uint8)
+
+    def __init__(self):
+        self.object_ids = set()
+
+    def add_prompt(self, object_id, frame=None, **prompt):
+        self.object_ids.add(object_id)
+
+    def remove(self, object_id):
+        self.object_ids.discard(object_id)
+
+    def reset(self):
+        self.object_ids.clear()
+
+
+def test_ids_are_not_reused_and_wrap_below_the_label_image_limit():
+    from sam_ros.ros.session import MAX_OBJECT_ID, Session
+    session = Session(_IdOnlyTracker())
+
+    def new():
+        return session.segment({"points": [[0, 0]]})[0]
+
+    assert [new(), new(), new()] == [1, 2, 3]
+    session.remove(3)
+    session.remove(1)
+    assert new() == 4  # not 1 or 3: a gone object's id is not handed out again
+    while len(session.tracker.object_ids) < 100:
+        new()
+    for object_id in range(5, 100):
+        session.remove(object_id)
+    ids = [new() for _ in range(MAX_OBJECT_ID - 102)]
+    assert ids[-1] == MAX_OBJECT_ID
+    assert [new(), new()] == [1, 3]  # past 65535: the lowest free ids (2 and 4 are tracked)
+    for object_id in range(5, 200):
+        if object_id in session.tracker.object_ids:
+            session.remove(object_id)
+    assert new() == 5
+    while len(session.tracker.object_ids) < MAX_OBJECT_ID:
+        new()
+    with pytest.raises(ValueError, match="every id up to 65535 is in use"):
+        new()
+    assert session.reset() == MAX_OBJECT_ID and new() == 1
+
+
 @pytest.mark.parametrize("start", ["unconfigured", "active"])
 def test_shutdown_from_unconfigured_and_active(checkpoint, frame_rgb, start):
     # a domain of its own: the module's node (also named /sam_ros) is still up
