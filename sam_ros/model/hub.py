@@ -7,9 +7,11 @@ A name such as ``sam2.1_hiera_small`` (also ``sam2.1_hiera_s`` or the Hub id
 missing file is downloaded from where its authors publish it (Meta's server for SAM 2 and
 SAM, MobileSAM's GitHub repository), or from the mirror named by ``SAM_ROS_DOWNLOAD_BASE``,
 and, for the SAM 2 files, from the Hugging Face Hub if that fails. It enters the cache only
-complete and checked: it is written under a temporary name in the cache folder, its size and
+complete and checked: it is written under a hidden name in the cache folder, its size and
 digests are compared with the official ones, it must load as a checkpoint of the expected
-variant (the strict ``weights_only`` loader), and only then is it renamed.
+variant (the strict ``weights_only`` loader), and only then is it renamed. A transfer that is
+cut resumes where it stopped (HTTP Range): at once while each try brings new bytes, else at the
+next call (a robot's Wi-Fi drops; a 900 MB file should not start over).
 
 Environment: ``SAM_ROS_HOME`` (the cache), ``SAM_ROS_OFFLINE=1`` (cache only, never the
 network), ``SAM_ROS_DOWNLOAD_BASE`` (a mirror: a web folder holding the files under their
@@ -27,7 +29,7 @@ import shutil
 import socket
 import ssl
 import sys
-import tempfile
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -48,6 +50,8 @@ MOBILE_SAM_URL = "{github}/ChaoningZhang/MobileSAM/raw/master/weights/{filename}
 DEFAULT_TIMEOUT_S = 30.0
 LICENSE = "Apache-2.0"
 _CHUNK = 1 << 20
+_RESUMES = 8  # in one call, tries after a cut transfer (each must have brought new bytes)
+_RESUME_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -258,15 +262,16 @@ def fetch_checkpoint(name, progress=None, timeout=None):
         with _exclusive(home / f".{checkpoint.filename}.lock"):
             if target.is_file():  # another process finished it while we waited
                 return target
-            _remove_leftovers(home, checkpoint.filename)
             for source, download in _sources(checkpoint, timeout):
                 log.info("downloading %s (%d MB) from %s to %s", checkpoint.name,
                          checkpoint.megabytes, source, target)
                 try:
                     download(target, progress)
-                    return target
                 except _Failed as failure:
                     attempts.append((source, str(failure)))
+                    continue
+                _partial_path(target).unlink(missing_ok=True)  # a part kept of another source
+                return target
     except OSError as exc:  # the cache folder itself: read-only, gone, ...
         raise CheckpointFetchError(checkpoint, attempts, target,
                                    f"cannot write to the cache folder {home}: {exc}") from None
@@ -365,31 +370,76 @@ def _exclusive(lock_path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _remove_leftovers(home, filename):
-    """Temporary files of a download that was killed (while we hold the lock, no other
-    process is writing one)."""
-    for leftover in home.glob(f".{filename}.*.partial"):
-        leftover.unlink(missing_ok=True)
+def _partial_path(target):
+    """Where a download of ``target`` grows: hidden, beside it (the rename stays on one file
+    system), and kept after a cut so that the next try resumes it. Only the holder of the
+    lock (``_exclusive``) writes it."""
+    return target.with_name(f".{target.name}.partial")
 
 
-@contextmanager
-def _partial_file(target):
-    """A temporary file beside ``target``, removed unless the body renamed it into place."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield path, f
-    finally:
-        path.unlink(missing_ok=True)
+class _Cut(Exception):
+    """A transfer stopped part-way (closed, timed out, reset); ``gained``: whether this try
+    brought new bytes."""
+
+    def __init__(self, message, gained):
+        super().__init__(message)
+        self.gained = gained
 
 
 def _download_url(url, checkpoint, target, progress, timeout):
-    """GET ``url`` into a temporary file, check it, rename it to ``target``."""
-    request = urllib.request.Request(url, headers={"User-Agent": "sam_ros"})
+    """GET ``url`` into the partial file beside ``target`` (resuming what an earlier try
+    left), check it, rename it to ``target``. A cut transfer is resumed at once while each
+    try brings new bytes; what a failed call received stays for the next. A complete file
+    that fails its check is removed; if it had been resumed, it is fetched once more from the
+    start (the kept part may be what was damaged)."""
+    partial = _partial_path(target)
+    bar = _Progress(checkpoint.name, checkpoint.size, progress)
+    resumes, started_over = 0, False
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        while True:
+            resumed_from = partial.stat().st_size if partial.exists() else 0
+            try:
+                digests = _transfer(url, checkpoint, partial, bar, timeout)
+            except _Cut as cut:
+                kept = partial.stat().st_size if partial.exists() else 0
+                if cut.gained and resumes < _RESUMES:
+                    resumes += 1
+                    log.warning("%s: %s; resuming at %s", checkpoint.name, cut, _mb(kept))
+                    time.sleep(_RESUME_PAUSE_S)
+                    continue
+                raise _Failed(f"{cut} ({_mb(kept)} kept: the next try resumes there)") from None
+            problem = check_file(partial, checkpoint, digests)
+            if problem is None:
+                os.replace(partial, target)
+                return
+            partial.unlink(missing_ok=True)
+            if not resumed_from or started_over:
+                raise _Failed(problem)
+            started_over = True
+            log.warning("%s: the resumed download is wrong (%s); starting it over",
+                        checkpoint.name, problem)
+    finally:
+        bar.close()
+
+
+def _transfer(url, checkpoint, partial, bar, timeout):
+    """One GET of the rest of the file into ``partial``; the complete file's digests (as far
+    as checked), or None when they are to be computed from the file."""
+    have = partial.stat().st_size if partial.exists() else 0
+    if have and checkpoint.size is not None and have >= checkpoint.size:
+        if have == checkpoint.size:
+            return None  # complete already (a kill between the last byte and the rename)
+        partial.unlink()
+        have = 0
+    headers = {"User-Agent": "sam_ros"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=timeout)
     except urllib.error.HTTPError as exc:
+        if exc.code == 416:  # the kept part is no prefix of the file: start over next time
+            partial.unlink(missing_ok=True)
         raise _Failed(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _Failed(_network_error(getattr(exc, "reason", exc), timeout)) from None
@@ -397,17 +447,19 @@ def _download_url(url, checkpoint, target, progress, timeout):
         if response.headers.get("Content-Type", "").startswith("text/html"):
             raise _Failed("the server sent a web page (text/html), not the checkpoint "
                           "(a proxy or login page?)")
+        start = have if response.status == 206 and _range_start(response) == have else 0
         length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if length is not None and checkpoint.size is not None and length != checkpoint.size:
-            raise _Failed(f"the server offers {length} bytes, the official file has "
+        total = start + int(length) if length and length.isdigit() else None
+        if total is not None and checkpoint.size is not None and total != checkpoint.size:
+            partial.unlink(missing_ok=True)
+            raise _Failed(f"the server offers {total} bytes, the official file has "
                           f"{checkpoint.size}")
-        expected = checkpoint.size or length
-        _check_free_space(target.parent, expected)
-        with _partial_file(target) as (partial, f):
-            hashers = {name: _hasher(name) for name in _digests_checked(checkpoint)}
-            bar = _Progress(checkpoint.name, expected, progress)
-            done = 0
+        expected = checkpoint.size or total
+        _check_free_space(partial.parent, None if expected is None else expected - start)
+        hashers = _hashers_of_prefix(partial, start, _digests_checked(checkpoint))
+        bar.set(start, expected)
+        done = start
+        with _open_partial(partial, start) as f:
             try:
                 while True:
                     chunk = response.read(_CHUNK)
@@ -420,22 +472,53 @@ def _download_url(url, checkpoint, target, progress, timeout):
                     bar.update(len(chunk))
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the rename: robots lose power
-                f.close()
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise _Failed(f"the disk is full ({target.parent}) after {_mb(done)} of "
+                    f.close()
+                    partial.unlink(missing_ok=True)  # a full disk needs the space back
+                    raise _Failed(f"the disk is full ({partial.parent}) after {_mb(done)} of "
                                   f"{_mb(expected)}") from None
-                raise _Failed(f"{_network_error(exc, timeout)} after {_mb(done)} of "
-                              f"{_mb(expected)}") from None
+                raise _Cut(f"{_network_error(exc, timeout)} after {_mb(done)} of "
+                           f"{_mb(expected)}", done > start) from None
             except http.client.HTTPException as exc:
-                raise _Failed(f"the transfer broke after {_mb(done)} of {_mb(expected)} "
-                              f"({type(exc).__name__})") from None
-            finally:
-                bar.close()
-            if expected is not None and done != expected:
-                raise _Failed(f"the connection closed after {done} of {expected} bytes")
-            _install(partial, checkpoint, target,
-                     {name: hasher.hexdigest() for name, hasher in hashers.items()})
+                raise _Cut(f"the transfer broke after {_mb(done)} of {_mb(expected)} "
+                           f"({type(exc).__name__})", done > start) from None
+    if expected is not None and done != expected:
+        raise _Cut(f"the connection closed after {done} of {expected} bytes", done > start)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def _range_start(response):
+    """The first byte of a 206 answer (its Content-Range, ``bytes START-END/SIZE``)."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _open_partial(partial, start):
+    """The partial file for writing at ``start``, cut there (bytes past it are dropped)."""
+    f = open(partial, "r+b" if start else "wb")
+    f.truncate(start)
+    f.seek(start)
+    return f
+
+
+def _hashers_of_prefix(path, size, names):
+    """Hashers for ``names`` fed the first ``size`` bytes of ``path`` (a resumed download)."""
+    hashers = {name: _hasher(name) for name in names}
+    if size and hashers:
+        with open(path, "rb") as f:
+            left = size
+            while left:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+    return hashers
 
 
 def _download_hub(checkpoint, target, progress):
@@ -551,6 +634,16 @@ class _Progress:
             if tqdm is not None:
                 self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True,
                                 unit_divisor=1024)
+
+    def set(self, done, total):
+        """Start again from ``done`` of ``total`` bytes (a resumed or restarted transfer)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.reset(total=self.total)
+            self.bar.update(done)
+        self.done = done
+        if self.callback is not None and done:
+            self.callback(self.done, self.total)
 
     def update(self, count):
         self.done += count

@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 import urllib.parse
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -69,6 +68,7 @@ class LoopbackServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.routes = {}
         self.requests = []
+        self.ranges = []  # the Range header of each GET (None: the whole file)
         self.stop = threading.Event()
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
@@ -90,6 +90,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def answer(self):
         self.server.requests.append((self.command, self.path))
+        if self.command == "GET":
+            self.server.ranges.append(self.headers.get("Range"))
         route = self.server.routes.get(self.path)
         try:
             if route is None:
@@ -106,19 +108,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def body(self, data, content_type="application/octet-stream", headers=(), send=None):
-        """Headers for ``data`` (honouring a Range), then ``send`` bytes of it (all)."""
+    def body(self, data, content_type="application/octet-stream", headers=(), until=None,
+             ranges=True):
+        """Headers for ``data`` (honouring a Range unless ``ranges`` is false), then its bytes
+        up to offset ``until`` of the file (the end)."""
         start = 0
-        if self.headers.get("Range", "").startswith("bytes="):
+        if ranges and self.headers.get("Range", "").startswith("bytes="):
             start = int(self.headers["Range"][6:].split("-")[0])
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         for key, value in headers:
             self.send_header(key, value)
         self.end_headers()
         if self.command == "GET":
-            self.wfile.write(data[start:start + (len(data) if send is None else send)])
+            self.wfile.write(data[start:until])
             self.wfile.flush()
 
 
@@ -126,14 +132,16 @@ def serve(data, **kwargs):
     return lambda h: h.body(data, **kwargs)
 
 
-def cut_at(data, size, times=None, headers=()):
-    """Promise all of ``data``, send ``size`` bytes, close (the first ``times`` GETs)."""
+def cut_at(data, *offsets, times=None, headers=()):
+    """Promise all of ``data`` (or the rest a Range asks for) and close the connection at
+    byte ``offsets[i]`` of the file on the i-th GET (the last offset for later GETs; the
+    first ``times`` GETs only, if given)."""
     gets = [0]
 
     def route(h):
         gets[0] += h.command == "GET"
         if h.command == "GET" and (times is None or gets[0] <= times):
-            h.body(data, headers=headers, send=size)
+            h.body(data, headers=headers, until=offsets[min(gets[0], len(offsets)) - 1])
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
         else:
@@ -141,9 +149,10 @@ def cut_at(data, size, times=None, headers=()):
     return route
 
 
-def stall_after(data, size, seconds=30):
+def stall_after(data, offset, seconds=30):
+    """Send ``data`` up to byte ``offset`` of the file, then nothing for ``seconds``."""
     def route(h):
-        h.body(data, send=size)
+        h.body(data, until=offset)
         h.server.stop.wait(seconds)
     return route
 
@@ -246,14 +255,16 @@ def test_download_then_cache(server, cache, entry, mini_bytes):
 @pytest.mark.parametrize("case", ["404", "refused", "cut", "html", "slow", "wrong file",
                                   "not a checkpoint", "disk full", "no disk space",
                                   "interrupted"])
-def test_failures_leave_nothing(case, server, cache, entry, mini_bytes, monkeypatch):
-    """Every failed download: a clear CheckpointError naming what was tried, no file."""
+def test_failures_leave_no_cache_entry(case, server, cache, entry, mini_bytes, monkeypatch):
+    """Every failed download: a clear CheckpointError naming what was tried, no cache entry;
+    only a transfer cut part-way leaves its hidden part, which the next call resumes."""
     route = meta_path(entry)
     half = len(mini_bytes) // 2
     expected = {
         "404": "HTTP 404",
         "refused": "connection refused",
-        "cut": f"the connection closed after {half} of {len(mini_bytes)} bytes",
+        "cut": f"the connection closed after {half} of {len(mini_bytes)} bytes "
+               f"({half / 1e6:.1f} MB kept: the next try resumes there)",
         "html": "sent a web page (text/html)",
         "slow": "no data from the server for 0.5 s (timed out) after",
         "wrong file": "wrong content: SHA-256",
@@ -284,7 +295,7 @@ def test_failures_leave_nothing(case, server, cache, entry, mini_bytes, monkeypa
         server.routes[route] = serve(b"\x00" * 5000)
     elif case == "disk full":
         server.routes[route] = serve(mini_bytes)
-        monkeypatch.setattr(hub, "_partial_file", filling_up(hub._partial_file, half))
+        monkeypatch.setattr(hub, "_open_partial", filling_up(hub._open_partial, half))
     elif case == "no disk space":
         server.routes[route] = serve(mini_bytes)
         monkeypatch.setattr(hub.shutil, "disk_usage", lambda _: FakeUsage(1000))
@@ -313,7 +324,18 @@ def test_failures_leave_nothing(case, server, cache, entry, mini_bytes, monkeypa
         if case != "no disk space":  # there the Hub is not even asked
             assert "404" in message.split("Hugging Face Hub")[1]
             assert hub_route in server.paths("HEAD")
-    assert cache_files(cache) == []
+    partial = f".{entry.filename}.partial"
+    if case not in ("cut", "slow", "interrupted"):
+        assert cache_files(cache) == []
+        return
+    # a cut transfer: its part is kept, and the next call resumes it
+    assert cache_files(cache) == [partial]
+    kept = (cache / partial).stat().st_size
+    assert kept >= (1 << 20) and (cache / partial).read_bytes() == mini_bytes[:kept]
+    server.routes[route] = serve(mini_bytes)
+    server.ranges.clear()
+    assert_loads(fetch_checkpoint(NAME), mini_bytes)
+    assert server.ranges == [f"bytes={kept}-"] and cache_files(cache) == [entry.filename]
 
 
 class FakeUsage:
@@ -321,18 +343,20 @@ class FakeUsage:
         self.free = free
 
 
-def filling_up(partial_file, capacity):
-    """``hub._partial_file`` whose file refuses writes past ``capacity`` bytes (ENOSPC)."""
-    @contextmanager
-    def wrapped(target):
-        with partial_file(target) as (path, f):
-            yield path, FullDisk(f, capacity)
-    return wrapped
+def filling_up(open_partial, capacity):
+    """``hub._open_partial`` whose file refuses writes past ``capacity`` bytes (ENOSPC)."""
+    return lambda path, start: FullDisk(open_partial(path, start), capacity)
 
 
 class FullDisk:
     def __init__(self, f, capacity):
         self.f, self.left = f, capacity
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
 
     def write(self, data):
         if len(data) > self.left:
@@ -350,15 +374,33 @@ class FullDisk:
         self.f.close()
 
 
-def test_killed_download_leftovers_are_removed(server, cache, entry, mini_bytes):
-    """A process killed mid-download leaves a hidden temporary file, never the cache entry;
-    the next download removes it."""
+def test_a_cut_transfer_resumes_at_once(server, cache, entry, mini_bytes):
+    third = len(mini_bytes) // 3
+    server.routes[meta_path(entry)] = cut_at(mini_bytes, third, 2 * third, times=2)
+    seen = []
+    path = fetch_checkpoint(NAME, progress=lambda done, total: seen.append((done, total)))
+    assert_loads(path, mini_bytes)
+    assert server.ranges == [None, f"bytes={third}-", f"bytes={2 * third}-"]
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1] == (len(mini_bytes), len(mini_bytes))
+    assert cache_files(cache) == [entry.filename]
+
+
+@pytest.mark.parametrize("case", ["a killed download", "damaged", "no ranges", "complete"])
+def test_an_earlier_part_is_resumed(case, server, cache, entry, mini_bytes):
+    """The hidden part an earlier process left: resumed with a Range; a part that turns out
+    wrong is fetched again from the start; a server without ranges sends the whole file."""
     cache.mkdir()
-    leftover = cache / f".{entry.filename}.k1ll3d.partial"
-    leftover.write_bytes(mini_bytes[:1000])
+    partial = cache / f".{entry.filename}.partial"
+    kept = 1000 if case != "complete" else len(mini_bytes)
+    partial.write_bytes(mini_bytes[:kept] if case != "damaged" else b"\xff" * kept)
     assert hub.cached_path(NAME) is None
-    server.routes[meta_path(entry)] = serve(mini_bytes)
-    fetch_checkpoint(NAME)
+    server.routes[meta_path(entry)] = serve(mini_bytes, ranges=case != "no ranges")
+    assert_loads(fetch_checkpoint(NAME), mini_bytes)
+    assert server.ranges == {"a killed download": [f"bytes={kept}-"],
+                             "damaged": [f"bytes={kept}-", None],
+                             "no ranges": [f"bytes={kept}-"],
+                             "complete": []}[case]
     assert cache_files(cache) == [entry.filename]
 
 
