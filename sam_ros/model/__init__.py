@@ -9,7 +9,13 @@ from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, detect_variant, load_into, read_state_dict, save_checkpoint
 from .configs import VARIANTS, Sam2Config, SamConfig, get_config
 from .hf_format import is_image_only, load_image_only
-from .hub import CHECKPOINTS, CheckpointFetchError, fetch_checkpoint, resolve_checkpoint
+from .hub import (
+    CHECKPOINTS,
+    CheckpointFetchError,
+    fetch_checkpoint,
+    official_checkpoint,
+    resolve_checkpoint,
+)
 from .predictor import SamImagePredictor
 from .sam import SAM
 from .sam2 import SAM2
@@ -49,8 +55,14 @@ def _build(variant, checkpoint, device, overrides, families):
     if checkpoint is None and variant == "auto":
         checkpoint = BUNDLED_CHECKPOINT
     source = None if checkpoint is None else f"checkpoint {os.fspath(checkpoint)}"
+    wanted = " or ".join(MODEL_CLASSES[f].__name__ for f in families)
     state_dict = None
     if checkpoint is not None:
+        official = None if os.path.exists(checkpoint) else official_checkpoint(checkpoint)
+        if official is not None and type(get_config(official.variant)) not in families:
+            # said before a download of up to 2.5 GB, not after
+            raise CheckpointError(f"{source} is a {official.variant} model, not a {wanted} "
+                                  f"one; build it with build_model")
         checkpoint = resolve_checkpoint(checkpoint)
         state_dict = read_state_dict(checkpoint)
     detected = variant == "auto"
@@ -58,7 +70,6 @@ def _build(variant, checkpoint, device, overrides, families):
         variant = detect_variant(state_dict, source=source)
     config = get_config(variant, **overrides)
     if type(config) not in families:
-        wanted = " or ".join(MODEL_CLASSES[f].__name__ for f in families)
         if detected:
             raise CheckpointError(f"{source} holds a {config.name} model, not a {wanted} one; "
                                   f"build it with build_model")

@@ -609,7 +609,12 @@ def test_mobile_sam_fetched_by_name_then_cached(server, cache, monkeypatch, mobi
     key = "image_encoder.patch_embed.seq.0.c.weight"
     assert torch.equal(model.state_dict()[key], served[key])
     with pytest.raises(CheckpointError, match="holds a mobile_sam model, not a SAM2 one"):
-        build_sam2(checkpoint="mobile_sam")
+        build_sam2(checkpoint=cache / "mobile_sam.pt")
+    # by name, refused from the table: before a download, not after
+    for name in ("mobile_sam", "sam_vit_h"):
+        with pytest.raises(CheckpointError, match=f"is a {name} model, not a SAM2 one"):
+            build_sam2(checkpoint=name)
+    assert server.paths() == [route]
 
 
 @pytest.mark.parametrize("case", ["wrong prefix", "wrong prefix, right SHA-256", "right prefix"])
