@@ -31,6 +31,7 @@ import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -542,10 +543,18 @@ def _download_hub(checkpoint, target, progress):
     staging = target.parent / ".hub"
     expected = checkpoint.size
     _check_free_space(target.parent, expected)
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    # With no network, huggingface_hub retries for about 24 s; a name that cannot be
+    # resolved says the same at once.
+    host = urllib.parse.urlsplit(endpoint or "https://huggingface.co").hostname
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise _Failed(_network_error(exc, None)) from None
     try:
         # The files are public: no token is sent (not even to an HF_ENDPOINT mirror).
         path = hf_hub_download(checkpoint.hub_repo, checkpoint.filename, local_dir=staging,
-                               token=False, endpoint=os.environ.get("HF_ENDPOINT") or None,
+                               token=False, endpoint=endpoint,
                                tqdm_class=_hub_progress_class(checkpoint.name, expected, progress))
     except hub_errors as exc:
         raise _Failed(_hub_error(exc)) from None

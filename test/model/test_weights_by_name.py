@@ -191,6 +191,8 @@ def cache(tmp_path, monkeypatch, server):
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # else its first request in a process also asks the endpoint for a list of AI agents
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
     return home
 
 
@@ -464,6 +466,21 @@ def test_hub_resumes_a_cut_transfer(server, cache, entry, mini_bytes):
                                             headers=hub_headers(entry.sha256))
     assert_loads(fetch_checkpoint(NAME), mini_bytes)
     assert server.paths("GET").count(hub_path(entry)) == 2
+
+
+def test_no_network_fails_at_once(server, cache, entry, monkeypatch):
+    """Names that do not resolve (as on a robot with no network): both sources fail within
+    seconds, not after huggingface_hub's 24 s of retries."""
+    monkeypatch.setattr(hub, "META_BASE_URL", "http://meta.sam-ros-test.invalid")
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.sam-ros-test.invalid")
+    start = time.monotonic()
+    with pytest.raises(CheckpointFetchError) as info:
+        fetch_checkpoint(NAME)
+    assert time.monotonic() - start < 10
+    meta, hub_line = str(info.value).split("\n")[1:3]
+    assert "cannot resolve the server's name, no network?" in meta, meta
+    assert "Hugging Face Hub" in hub_line and "cannot resolve the server's name" in hub_line
+    assert server.requests == [] and cache_files(cache) == []
 
 
 def test_hub_wrong_content_is_not_cached(server, cache, entry, mini_bytes):
