@@ -23,7 +23,8 @@ for _i in range(1, 256):
 
 
 def overlay_image(rgb, labels, tracks):
-    """rgb with each object blended in its colour, its box, id and label drawn."""
+    """rgb with each object blended in its colour, its box, id, label and (with 3D) its
+    distance drawn."""
     l8 = np.where(labels > 0, (labels - 1) % 255 + 1, 0).astype(np.uint8) \
         if labels.max(initial=0) > 255 else labels.astype(np.uint8)
     colours = cv2.LUT(cv2.merge([l8, l8, l8]), _LUT.reshape(256, 1, 3))
@@ -35,7 +36,10 @@ def overlay_image(rgb, labels, tracks):
         colour = tuple(int(c) for c in _LUT[(t.id - 1) % 255 + 1, 0])
         cv2.rectangle(out, (int(t.bbox[0]), int(t.bbox[1])), (int(t.bbox[2]), int(t.bbox[3])),
                       colour, 2)
-        text = f"{t.id} {t.label}" if getattr(t, "label", "") else str(t.id)
+        words = [str(t.id), getattr(t, "label", "")]
+        if getattr(t, "has_3d", False):
+            words.append(f"{t.position.z:.2f} m")  # how far along the optical axis
+        text = " ".join(word for word in words if word)
         cv2.putText(out, text, (int(t.centroid[0]), int(t.centroid[1])),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
     return out

@@ -632,6 +632,11 @@ def test_mask_stats_label_image_and_overlay():
     background[25:95, 35:205] = False  # the drawn box and text
     assert np.array_equal(over[background], rgb[background])
     assert not np.array_equal(over[other], rgb[other])
+    near = ObjectTrack(id=3, visible=True, bbox=bbox, centroid=[cx, cy], area=area, has_3d=True)
+    near.position.z = 1.5
+    ys, xs = np.nonzero(np.any(overlay_image(rgb, labels, [near]) != over, axis=2))
+    # the distance is written after the id, on its line
+    assert xs.size and xs.min() > cx + 10 and cy - 30 < ys.min() and ys.max() < cy + 5
 
 
 class _IdOnlyTracker:
