@@ -675,7 +675,7 @@ def parse_args(argv=None):
                         f"${PHOTOS_ENV}, else {SAMPLE_PHOTOS})")
     # 20 clips (30 targets) proved too few to rank checkpoints: two of them swapped
     # places between test clips 0-19 and 20-59 (CHANGELOG.md); 60 give a J&F standard error
-    # of about 0.02 (0.024 for the bundled model with memory)
+    # of about 0.02 (0.025 for the bundled model with memory: MODEL_CARD.md)
     parser.add_argument("--videos", type=int,
                         help=f"held-out clips (default {DEFAULT_VIDEOS}; with --dataset: the "
                              "first N sequences, default all)")
