@@ -214,6 +214,13 @@ def cached_path(name):
     return path if path.is_file() else None
 
 
+def kept_bytes(name):
+    """Bytes of a cut download of an official checkpoint, kept for the next try to resume
+    (0: none)."""
+    partial = _partial_path(cache_dir() / lookup_official(name).filename)
+    return partial.stat().st_size if partial.is_file() else 0
+
+
 def resolve_checkpoint(checkpoint, progress=None):
     """What ``build_sam2`` loads for a ``checkpoint`` argument: an existing path as it is;
     an official name as its cached file (downloaded first if needed); anything else as it
@@ -690,5 +697,5 @@ def _hub_progress_class(label, known_total, callback):
 
 __all__ = ["CHECKPOINTS", "GITHUB_BASE_URL", "META_BASE_URL", "CheckpointFetchError",
            "OfficialCheckpoint", "cache_dir", "cached_path", "check_file", "fetch_checkpoint",
-           "is_offline", "lookup_official", "official_checkpoint", "percent_logger",
+           "is_offline", "kept_bytes", "lookup_official", "official_checkpoint", "percent_logger",
            "resolve_checkpoint"]

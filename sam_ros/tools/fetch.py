@@ -21,6 +21,7 @@ from sam_ros.model.hub import (
     check_file,
     fetch_checkpoint,
     is_offline,
+    kept_bytes,
     lookup_official,
     percent_logger,
 )
@@ -31,7 +32,10 @@ def list_checkpoints(out):
     out.write(f"{'name':23} {'model':16} {'size':>7}  {'from':18} cached\n")
     for checkpoint in CHECKPOINTS.values():
         path = cached_path(checkpoint.name)
-        state = f"yes, {path.stat().st_size / 1e6:.0f} MB, {path}" if path else "no"
+        kept = kept_bytes(checkpoint.name)
+        state = (f"yes, {path.stat().st_size / 1e6:.0f} MB, {path}" if path else
+                 f"no, {kept / 1e6:.0f} MB of a cut download kept (fetch resumes it)" if kept
+                 else "no")
         out.write(f"{checkpoint.name:23} {checkpoint.variant:16} "
                   f"{checkpoint.megabytes:>4} MB  {checkpoint.publisher:18} {state}\n")
     licenses = sorted({checkpoint.license for checkpoint in CHECKPOINTS.values()})

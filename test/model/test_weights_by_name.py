@@ -566,6 +566,13 @@ def test_fetch_tool(server, cache, entry, mini_bytes, capsys):
     assert fetch_tool.main([NAME]) == 1  # nothing served yet
     assert "cannot get checkpoint test_mini" in capsys.readouterr().err
 
+    server.routes[meta_path(entry)] = cut_at(mini_bytes, 3_000_000)
+    assert fetch_tool.main([NAME]) == 1
+    capsys.readouterr()
+    assert fetch_tool.main(["--list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(NAME))
+    assert line.endswith(" no, 3 MB of a cut download kept (fetch resumes it)"), line
+
     server.routes[meta_path(entry)] = serve(mini_bytes)
     assert fetch_tool.main([NAME]) == 0
     captured = capsys.readouterr()
