@@ -514,16 +514,18 @@ def _open_partial(partial, start):
 
 
 def _hashers_of_prefix(path, size, names):
-    """Hashers for ``names`` fed the first ``size`` bytes of ``path`` (a resumed download)."""
+    """Hashers for ``names`` fed the first ``size`` bytes of ``path`` (None: all of it), one
+    pass for every algorithm."""
     hashers = {name: _hasher(name) for name in names}
-    if size and hashers:
+    if hashers and size != 0:
         with open(path, "rb") as f:
             left = size
-            while left:
-                chunk = f.read(min(_CHUNK, left))
+            while left is None or left > 0:
+                chunk = f.read(_CHUNK if left is None else min(_CHUNK, left))
                 if not chunk:
                     break
-                left -= len(chunk)
+                if left is not None:
+                    left -= len(chunk)
                 for hasher in hashers.values():
                     hasher.update(chunk)
     return hashers
@@ -593,12 +595,8 @@ def _hasher(name):
 
 def _file_digests(path, names):
     """The hex digests of a file, one pass for every algorithm in ``names``."""
-    hashers = {name: _hasher(name) for name in names}
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+    return {name: hasher.hexdigest()
+            for name, hasher in _hashers_of_prefix(path, None, names).items()}
 
 
 def _check_free_space(folder, needed):
