@@ -4,7 +4,7 @@ An official SAM 2 checkpoint is a pickle holding ``{"model": state_dict}``; SAM'
 (``sam_vit_b_01ec64.pth`` ...) and MobileSAM's (``mobile_sam.pt``) hold the bare state dict.
 Both are read with ``torch.load(..., weights_only=True)``: tensors and plain containers
 only, so a file that would need to run code to load is refused instead of executed. A
-Hugging Face ``transformers`` SAM 2 save (``model.safetensors``) is read too, renamed to
+Hugging Face ``transformers`` SAM 2 or SAM save (``model.safetensors``) is read too, renamed to
 Meta's keys (``hf_format``).
 """
 

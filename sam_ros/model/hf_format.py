@@ -1,13 +1,14 @@
-"""SAM 2 checkpoints in Hugging Face ``transformers``' format, read into Meta's key names.
+"""SAM 2 and SAM checkpoints in Hugging Face ``transformers``' format, read into Meta's names.
 
-``transformers`` saves SAM 2 as a ``model.safetensors`` (beside a ``config.json``) whose
-tensors are named after its own modules: ``Sam2VideoModel`` holds the whole network (what
-the Hub's ``facebook/sam2.1-hiera-*`` repositories carry), ``Sam2Model`` only the image
-path (image encoder, prompt encoder, mask decoder and the "no memory" embedding). The
-tensors are the same as in Meta's checkpoints; only their names differ, except that the
-Hub layout keeps the prompt encoder's point embeddings as one 4 x C matrix and the
-random-Fourier positional matrix twice (once for the image, once for the prompts), where
-Meta has four 1 x C embeddings and one matrix.
+``transformers`` saves a model as a ``model.safetensors`` (beside a ``config.json``) whose
+tensors are named after its own modules. For SAM 2, ``Sam2VideoModel`` holds the whole
+network (what the Hub's ``facebook/sam2.1-hiera-*`` repositories carry), ``Sam2Model`` only
+the image path (image encoder, prompt encoder, mask decoder and the "no memory" embedding).
+For SAM (2023), ``SamModel`` is what ``facebook/sam-vit-base`` / ``-large`` / ``-huge`` and
+the models fine-tuned from them carry. The tensors are the same as in Meta's checkpoints;
+only their names differ, except that the random-Fourier positional matrix is kept twice
+(once for the image, once for the prompts) where Meta has one, and SAM 2's point
+embeddings are one 4 x C matrix where Meta has four 1 x C embeddings.
 """
 
 import os
@@ -38,25 +39,14 @@ _TOP_LEVEL = {
 }
 
 # Renames of name pieces, applied in this order to every key (after the MLP and mask
-# down-sampler renumbering below). Patterns are anchored where a piece could recur.
-_RULES = [
+# down-sampler renumbering below). Patterns are anchored where a piece could recur. First
+# what differs between the families (SAM 2's modules sit under other names), then what they
+# share, whatever the prefix.
+_SAM2_NAMES = [
     (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
     (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
-    (r"\.patch_embed\.projection\.", ".patch_embed.proj."),
     (r"^prompt_encoder\.", "sam_prompt_encoder."),
-    (r"^sam_prompt_encoder\.shared_embedding\.positional_embedding$",
-     "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
-    (r"^sam_prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
-    (r"^sam_prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
-    (r"^sam_prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
-    (r"^sam_prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
-    (r"^sam_prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
     (r"^mask_decoder\.", "sam_mask_decoder."),
-    (r"^sam_mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
-    (r"^sam_mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
-    (r"^sam_mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
-    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
-    (r"\.o_proj\.", ".out_proj."),
     (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
     (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
     (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
@@ -65,11 +55,39 @@ _RULES = [
     (r"(\.fuser\.layers\.\d+)\.depthwise_conv\.", r"\1.dwconv."),
     (r"(\.fuser\.layers\.\d+)\.pointwise_conv(\d)\.", r"\1.pwconv\2."),
     (r"(\.fuser\.layers\.\d+)\.layer_norm\.", r"\1.norm."),
-    (r"(\.layers\.\d+|\.blocks\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
     (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
     (r"^object_pointer_proj\.", "obj_ptr_proj."),
 ]
-_RULES = [(re.compile(pattern), replacement) for pattern, replacement in _RULES]
+_SAM_NAMES = [
+    (r"^vision_encoder\.layers\.", "image_encoder.blocks."),
+    (r"^vision_encoder\.neck\.conv(\d)\.", lambda m: f"image_encoder.neck.{2 * int(m[1]) - 2}."),
+    (r"^vision_encoder\.neck\.layer_norm(\d)\.",
+     lambda m: f"image_encoder.neck.{2 * int(m[1]) - 1}."),
+    (r"^vision_encoder\.", "image_encoder."),
+    (r"^prompt_encoder\.point_embed\.(\d+)\.", r"prompt_encoder.point_embeddings.\1."),
+]
+_SHARED_NAMES = [
+    (r"\.patch_embed\.projection\.", ".patch_embed.proj."),
+    (r"(prompt_encoder\.)shared_embedding\.positional_embedding$",
+     r"\1pe_layer.positional_encoding_gaussian_matrix"),
+    (r"(prompt_encoder\.)mask_embed\.conv1\.", r"\1mask_downscaling.0."),
+    (r"(prompt_encoder\.)mask_embed\.layer_norm1\.", r"\1mask_downscaling.1."),
+    (r"(prompt_encoder\.)mask_embed\.conv2\.", r"\1mask_downscaling.3."),
+    (r"(prompt_encoder\.)mask_embed\.layer_norm2\.", r"\1mask_downscaling.4."),
+    (r"(prompt_encoder\.)mask_embed\.conv3\.", r"\1mask_downscaling.6."),
+    (r"(mask_decoder\.)upscale_conv1\.", r"\1output_upscaling.0."),
+    (r"(mask_decoder\.)upscale_layer_norm\.", r"\1output_upscaling.1."),
+    (r"(mask_decoder\.)upscale_conv2\.", r"\1output_upscaling.3."),
+    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
+    (r"\.o_proj\.", ".out_proj."),
+    (r"(\.layers\.\d+|\.blocks\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+]
+_SAM2_RULES = [(re.compile(p), r) for p, r in _SAM2_NAMES + _SHARED_NAMES]
+_SAM_RULES = [(re.compile(p), r) for p, r in _SAM_NAMES + _SHARED_NAMES]
+
+# A tensor each family's save has, and the other's not.
+_SAM2_MARK = "vision_encoder.backbone.patch_embed.projection.weight"
+_SAM_MARK = "vision_encoder.patch_embed.projection.weight"
 
 _MLP_END = re.compile(r"^(.*)\.(proj_in|proj_out|layers\.(\d+))\.(weight|bias)$")
 _DOWNSAMPLER = re.compile(r"^(memory_encoder\.mask_downsampler)\."
@@ -95,7 +113,7 @@ def is_hf_checkpoint(path):
 
 
 def read_hf_state_dict(path):
-    """The tensors of a ``transformers`` SAM 2 save, under Meta's key names."""
+    """The tensors of a ``transformers`` SAM 2 or SAM save, under Meta's key names."""
     path = os.fspath(path)
     file = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
     try:
@@ -114,21 +132,29 @@ def read_hf_state_dict(path):
 
 
 def hf_to_meta(tensors, source="checkpoint"):
-    """Rename a ``transformers`` SAM 2 state dict to Meta's names (what ``SAM2`` loads)."""
-    if "vision_encoder.backbone.patch_embed.projection.weight" not in tensors:
+    """Rename a ``transformers`` SAM 2 or SAM state dict to Meta's names (what ``SAM2`` or
+    ``SAM`` loads)."""
+    if _SAM2_MARK in tensors:
+        family, rules = "SAM 2", _SAM2_RULES
+    elif _SAM_MARK in tensors:
+        family, rules = "SAM", _SAM_RULES
+    else:
         raise CheckpointError(
-            f"{source}: not a SAM 2 checkpoint in Hugging Face's layout, no "
-            f"'vision_encoder.backbone.patch_embed.projection.weight' tensor "
-            f"(found e.g. {', '.join(list(tensors)[:3])})")
+            f"{source}: not a SAM 2 or SAM checkpoint in Hugging Face's layout, no "
+            f"'{_SAM2_MARK}' or '{_SAM_MARK}' tensor (found e.g. "
+            f"{', '.join(list(tensors)[:3])})")
     tensors = dict(tensors)
     image_pe = tensors.pop(_IMAGE_PE, None)
     prompt_pe = tensors.get(_PROMPT_PE)
-    if image_pe is not None and prompt_pe is not None and not image_pe.equal(prompt_pe):
+    if prompt_pe is None and image_pe is not None:  # tied, so saved once (transformers' SAM)
+        tensors[_PROMPT_PE] = image_pe
+    elif image_pe is not None and prompt_pe is not None and not image_pe.equal(prompt_pe):
         raise CheckpointError(
             f"{source}: its image and prompt positional matrices ({_IMAGE_PE} and "
-            f"{_PROMPT_PE}) differ; SAM 2 shares one, so this file cannot be loaded as SAM 2")
+            f"{_PROMPT_PE}) differ; {family} shares one, so this file cannot be loaded as "
+            f"{family}")
     out = {}
-    point_embed = tensors.pop(_POINT_EMBED, None)
+    point_embed = tensors.pop(_POINT_EMBED, None)  # SAM 2's four point embeddings in one
     if point_embed is not None:
         for i, row in enumerate(point_embed):
             out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = row[None].clone()
@@ -136,7 +162,7 @@ def hf_to_meta(tensors, source="checkpoint"):
     for key, value in renumbered.items():
         if key in _TOP_LEVEL:
             key = _TOP_LEVEL[key]
-        for pattern, replacement in _RULES:
+        for pattern, replacement in rules:
             key = pattern.sub(replacement, key)
         out[key] = value
     return out

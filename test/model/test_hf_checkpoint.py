@@ -1,7 +1,7 @@
-"""Hugging Face ``transformers`` SAM 2 checkpoints (``model.safetensors``) loaded into our
-model, with ``transformers`` itself (5.25.0, test-only) as the oracle: the same random
+"""Hugging Face ``transformers`` SAM 2 and SAM checkpoints (``model.safetensors``) loaded into
+our models, with ``transformers`` itself (5.25.0, test-only) as the oracle: the same random
 weights saved by ``save_pretrained``, the same image and prompts, the same masks and IoU
-scores; and the memory path, module by module, for the full (``Sam2VideoModel``) layout."""
+scores; and the memory path, module by module, for SAM 2's full (``Sam2VideoModel``) layout."""
 
 import shutil
 import warnings
@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from lab.oracle import IMAGES, import_transformers, read_image
+from lab.oracle import (
+    IMAGES,
+    build_sam_oracle,
+    import_transformers,
+    oracle_sam_predictor,
+    read_image,
+)
 from sam_ros.model import (
+    SAM,
     SAM2,
     VARIANTS,
     CheckpointError,
     Sam2Config,
     SamImagePredictor,
+    build_model,
     build_sam2,
     get_config,
 )
@@ -53,9 +61,8 @@ def hf_config(variant, size, video):
         enable_temporal_pos_encoding_for_object_pointers=c.sam2_1)
 
 
-def randomize(model, seed=0):
-    """Redraw every saved float tensor (a fresh model hides paths behind zeros and ones);
-    share one positional matrix as SAM 2 does; bias the object-score head to "present"."""
+def redraw(model, seed=0):
+    """Redraw every saved float tensor: a fresh model hides paths behind zeros and ones."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
@@ -68,6 +75,14 @@ def randomize(model, seed=0):
                 tensor.copy_(1 + 0.1 * noise)
             else:
                 tensor.copy_(0.1 * noise)
+    return model.eval()
+
+
+def randomize(model, seed=0):
+    """``redraw``; share one positional matrix as SAM 2 does; bias the object-score head to
+    "present"."""
+    redraw(model, seed)
+    with torch.no_grad():
         model.shared_image_embedding.positional_embedding.copy_(
             model.prompt_encoder.shared_embedding.positional_embedding)
         model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(1.0)
@@ -227,7 +242,8 @@ def test_found_by_content_and_bad_files(saved, tmp_path):
     from safetensors.torch import save_file
     other = tmp_path / "other.safetensors"
     save_file({"encoder.weight": torch.zeros(2, 2)}, other)
-    with pytest.raises(CheckpointError, match="not a SAM 2 checkpoint in Hugging Face's layout"):
+    with pytest.raises(CheckpointError,
+                       match="not a SAM 2 or SAM checkpoint in Hugging Face.s layout"):
         build_sam2(checkpoint=other)
     # untied positional matrices cannot be one SAM 2 matrix
     state = {k: v.clone() for k, v in hf.state_dict().items()}
@@ -248,3 +264,82 @@ def test_every_official_layout_converts(variant):
     converted = hf_to_meta(state)
     expected = {k: v.shape for k, v in SAM2(get_config(variant)).state_dict().items()}
     assert {k: v.shape for k, v in converted.items()} == expected
+
+
+# ------------------------------------------------------------------ SAM (2023)
+
+
+def hf_sam_config(variant):
+    """transformers' SamConfig of one of our SAM ViT variants (written from our own config)."""
+    e = get_config(variant).encoder
+    vision = transformers.SamVisionConfig(
+        hidden_size=e.embed_dim, num_hidden_layers=e.depth, num_attention_heads=e.num_heads,
+        global_attn_indexes=list(e.global_attn_indexes), window_size=e.window_size)
+    return transformers.SamConfig(vision_config=vision.to_dict())
+
+
+@pytest.fixture(scope="module")
+def sam_saved(tmp_path_factory):
+    """transformers' SamModel of SAM ViT-B (the full network), random weights, as saved by
+    save_pretrained; and ours, built from the saved folder with variant auto."""
+    hf = transformers.SamModel(hf_sam_config("sam_vit_b"))
+    redraw(hf)
+    folder = tmp_path_factory.mktemp("hf_sam")
+    hf.save_pretrained(folder)
+    return hf, folder, build_model("auto", checkpoint=folder)
+
+
+# transformers' SAM and Meta's differ by up to 2e-4 on these mask logits (of magnitude up to
+# 3.4), however loaded; ours and Meta's by 5e-6. So: transformers within this, Meta within TOL.
+HF_SAM_TOL = 5e-4
+
+
+def test_sam_predictions_match_transformers_and_meta(sam_saved):
+    hf, folder, ours = sam_saved
+    assert ours.config.name == "sam_vit_b" and is_hf_checkpoint(folder)
+    meta = build_sam_oracle("sam_vit_b")
+    meta.load_state_dict(ours.state_dict(), strict=True)  # the converted weights, Meta's names
+    image = read_image(IMAGES[1])  # 800 x 534: resized to 1024 x 684, then padded
+    h, w = image.shape[:2]
+    transform = ours.input_transform((h, w))
+    predictor, reference = SamImagePredictor(ours), oracle_sam_predictor(meta.eval())
+    predictor.set_image(image)
+    reference.set_image(image)
+    with torch.no_grad():
+        embeddings = hf.get_image_embeddings(transform.image(image))
+    assert (predictor.get_image_embedding() - embeddings).abs().max() <= TOL
+    for prompt in PROMPTS:
+        prompt = in_pixels(prompt, w, h)
+        masks, ious, low_res = predictor.predict(**prompt, return_logits=True)
+        multimask = prompt.get("multimask_output", True)
+        _, meta_ious, meta_low_res = reference.predict(
+            **{k: np.asarray(v) for k, v in prompt.items() if k != "multimask_output"},
+            multimask_output=multimask, return_logits=True)
+        inputs = {}
+        if "point_coords" in prompt:
+            points = transform.points(torch.tensor(prompt["point_coords"], dtype=torch.float32))
+            inputs["input_points"] = points[None, None]
+            inputs["input_labels"] = torch.tensor(prompt["point_labels"])[None, None]
+        if "box" in prompt:
+            box = transform.points(torch.tensor(prompt["box"], dtype=torch.float32).view(2, 2))
+            inputs["input_boxes"] = box.view(1, 1, 4)
+        with torch.no_grad():
+            out = hf(image_embeddings=embeddings, multimask_output=multimask, **inputs)
+        theirs = out.pred_masks[0, 0].numpy()
+        assert low_res.shape == theirs.shape == meta_low_res.shape
+        assert np.abs(low_res - meta_low_res).max() <= TOL, prompt
+        assert np.abs(ious - meta_ious).max() <= TOL, prompt
+        assert np.abs(low_res - theirs).max() <= HF_SAM_TOL, prompt
+        assert np.abs(ious - out.iou_scores[0, 0].numpy()).max() <= HF_SAM_TOL, prompt
+        assert masks.shape[-2:] == (h, w)
+
+
+@pytest.mark.parametrize("variant", ["sam_vit_b", "sam_vit_l", "sam_vit_h"])
+def test_every_sam_layout_converts(variant):
+    """transformers' SamModel of each size (meta device) renames to exactly our keys."""
+    with torch.device("meta"):
+        state = transformers.SamModel(hf_sam_config(variant)).state_dict()
+        expected = {k: v.shape for k, v in SAM(get_config(variant)).state_dict().items()}
+    # as save_pretrained writes it: the prompt encoder's matrix is the image's, saved once
+    state.pop("prompt_encoder.shared_embedding.positional_embedding")
+    assert {k: v.shape for k, v in hf_to_meta(state).items()} == expected
