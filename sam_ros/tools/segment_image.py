@@ -1,7 +1,8 @@
 """Segment one image from a click or a box and write an overlay of the mask (and the mask).
 
     python -m sam_ros.tools.segment_image IMAGE --point X,Y [--point X,Y,0] [--box X0,Y0,X1,Y1]
-        [--checkpoint FILE] [--variant auto|sam2.1_hiera_t|...] [--device cpu|cuda]
+        [--checkpoint FILE|NAME] [--variant auto|sam2.1_hiera_t|sam_vit_b|mobile_sam|...]
+        [--device cpu|cuda]
         [--precision float32|bfloat16] --out OUT.png [--mask-out MASK.png]
 
     python -m sam_ros.tools.segment_image IMAGE --all [--points-per-side 32]
@@ -13,7 +14,9 @@
 de-duplicated) and overlays them in distinct colours, smaller ones on top; --mask-out then
 writes the label image (16-bit PNG: 0 none, i the i-th mask, best predicted IoU first).
 
-Without --checkpoint it uses the bundled small model (trained on generated scenes, see its
+Every family works: SAM 2 / 2.1, SAM and MobileSAM (a file, or a name such as
+sam2.1_hiera_tiny or mobile_sam, downloaded on first use). Without --checkpoint it uses the
+bundled small model (trained on generated scenes, see its
 model card); a named --variant without a checkpoint has random weights, which shows the
 pipeline working, not a meaningful mask. Where the model gives several candidate masks,
 the overlay shows the one it rates best.
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from sam_ros.drawing import overlay_image
-from sam_ros.model import AutomaticMaskGenerator, CheckpointError, SamImagePredictor, build_sam2
+from sam_ros.model import AutomaticMaskGenerator, CheckpointError, SamImagePredictor, build_model
 from sam_ros.model.automatic import label_image
 
 
@@ -101,9 +104,10 @@ def main(argv=None):
     parser.add_argument("image")
     parser.add_argument("--point", type=parse_point, action="append", default=[])
     parser.add_argument("--box", type=parse_box)
-    parser.add_argument("--checkpoint", help="Meta's checkpoint file (default: the bundled model)")
-    parser.add_argument("--variant", default="auto",
-                        help="auto (read off the checkpoint), or a name such as sam2.1_hiera_t")
+    parser.add_argument("--checkpoint", help="a checkpoint file or an official name such as "
+                        "sam2.1_hiera_tiny or sam_vit_b (default: the bundled model)")
+    parser.add_argument("--variant", default="auto", help="auto (read off the checkpoint), or "
+                        "a name such as sam2.1_hiera_t, sam_vit_b, mobile_sam")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", required=True, help="overlay image to write")
@@ -131,7 +135,7 @@ def main(argv=None):
     image = np.ascontiguousarray(bgr[:, :, ::-1])
     torch.manual_seed(0)  # the same random weights every run where no checkpoint gives them
     try:
-        model = build_sam2(args.variant, checkpoint=args.checkpoint, device=args.device)
+        model = build_model(args.variant, checkpoint=args.checkpoint, device=args.device)
     except (CheckpointError, ValueError) as exc:  # a bad file, or an unknown variant name
         parser.exit(2, f"segment_image: {exc}\n")
     if args.checkpoint is None and args.variant != "auto":

@@ -349,3 +349,18 @@ def test_segment_image_all_writes_every_mask(tmp_path, capsys, photo):
     with pytest.raises(SystemExit):
         segment_image.main([str(source), "--all", "--point", "10,10", "--out", str(out)])
     assert "--all finds every mask" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["mobile_sam", "sam_vit_b"])
+def test_segment_image_takes_every_family(variant, tmp_path, capsys, photo):
+    """A SAM or MobileSAM model, here by variant name with random weights: a click and --all
+    both run, with that family's framing and defaults."""
+    source, out = tmp_path / "photo.png", tmp_path / "overlay.png"
+    cv2.imwrite(str(source), photo[:, :, ::-1])
+    segment_image.main([str(source), "--variant", variant, "--point", "60,40", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{variant}: ") and "RANDOM weights" in captured.err
+    assert cv2.imread(str(out)).shape == photo.shape
+    segment_image.main([str(source), "--variant", variant, "--all", "--points-per-side", "2",
+                        "--out", str(out)])
+    assert "(predicted IoU > 0.88," in capsys.readouterr().out  # SAM's default, not SAM 2's
